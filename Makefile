@@ -1,0 +1,60 @@
+# maclan: build, test and demo. Everything runs as root on a Debian machine;
+# `.ci/run` installs the packages a fresh machine lacks.
+GO          ?= go
+BIN         := $(CURDIR)/bin
+TOOLS       := $(CURDIR)/.tools/bin
+CNI_BIN_DIR ?= /opt/cni/bin
+VERSION     := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -s -w -X main.buildVersion=$(VERSION)
+PLUGINS     := maclan maclan-ipam
+
+# Reference plugins and clients that the tests run beside maclan.
+REF_VERSION := v1.10.0
+CNITOOL_VERSION := v1.3.0
+REF_PLUGINS := main/macvlan ipam/host-local ipam/static ipam/dhcp meta/tuning meta/portmap
+
+.PHONY: all build test test-unit test-integration tools install demo lint clean
+
+all: build
+
+build: $(addprefix $(BIN)/,$(PLUGINS))
+
+$(BIN)/%: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./plugins/$*
+
+FORCE:
+
+# Tools used by the integration tests: the reference plugins (to chain with
+# and to compare against) and cnitool, installed into .tools/bin.
+tools: $(TOOLS)/cnitool $(TOOLS)/macvlan
+
+$(TOOLS)/cnitool:
+	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION)
+
+$(TOOLS)/macvlan:
+	GOBIN=$(TOOLS) $(GO) install $(addprefix github.com/containernetworking/plugins/plugins/,$(addsuffix @$(REF_VERSION),$(REF_PLUGINS)))
+
+test: test-unit test-integration
+
+test-unit:
+	$(GO) test -count=1 ./...
+
+# Needs root: builds a namespace lab and runs the built binaries in it.
+test-integration: build tools
+	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) \
+		$(GO) test -tags integration -count=1 -timeout 15m ./integration/...
+
+install: build
+	install -d $(CNI_BIN_DIR)
+	install -m 0755 $(addprefix $(BIN)/,$(PLUGINS)) $(CNI_BIN_DIR)/
+
+demo: build tools
+	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./demo/demo.sh
+
+lint:
+	gofmt -l . | tee /dev/stderr | (! read)
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./integration/...
+
+clean:
+	rm -rf $(BIN)

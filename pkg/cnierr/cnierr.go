@@ -1,0 +1,62 @@
+// Package cnierr turns the errors of maclan's packages into CNI errors with
+// the well-known codes of the CNI specification (SPEC.md, "Error"). Only the
+// plugins' main packages use it; the packages below return plain wrapped
+// errors and know nothing of CNI codes.
+package cnierr
+
+import (
+	"errors"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+)
+
+// ErrNotAvailable marks a STATUS failure: the plugin cannot serve ADD now
+// (master missing or down, no free address, store not writable). Code 50.
+var ErrNotAvailable = errors.New("plugin not available")
+
+// Code returns the CNI error code that fits err.
+func Code(err error) uint {
+	var te *types.Error
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &te):
+		return te.Code
+	case errors.Is(err, ErrNotAvailable):
+		return types.ErrPluginNotAvailable
+	case errors.Is(err, config.ErrInvalid):
+		return types.ErrInvalidNetworkConfig
+	case errors.Is(err, store.ErrLockTimeout), errors.Is(err, store.ErrUnavailable):
+		return types.ErrTryAgainLater
+	default:
+		return types.ErrInternal
+	}
+}
+
+// New converts err to a *types.Error with the code that fits it. A
+// *types.Error found in the chain (for example one returned by a delegated
+// IPAM plugin) keeps its code, and the message keeps the whole chain.
+func New(err error) *types.Error {
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	if errors.As(err, &te) && te == err {
+		return te
+	}
+	return &types.Error{Code: Code(err), Msg: err.Error()}
+}
+
+// Wrap adapts a command so that every error it returns carries a CNI code.
+func Wrap(fn func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		if err := fn(args); err != nil {
+			return New(err)
+		}
+		return nil
+	}
+}

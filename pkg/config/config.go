@@ -1,0 +1,11 @@
+// Package config decodes and validates the JSON configuration of the maclan
+// plugins. It makes no system calls: facts about the host (a master's MTU, the
+// default-route interface) are looked up by the packages that act on them, so
+// that DEL can still parse a configuration whose master has gone.
+package config
+
+import "errors"
+
+// ErrInvalid marks a configuration that can never work as written. The plugins
+// report it with CNI error code 7 (invalid network configuration).
+var ErrInvalid = errors.New("invalid configuration")
