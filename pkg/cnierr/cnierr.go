@@ -30,6 +30,8 @@ func Code(err error) uint {
 		return types.ErrPluginNotAvailable
 	case errors.Is(err, config.ErrInvalid):
 		return types.ErrInvalidNetworkConfig
+	case errors.Is(err, config.ErrInvalidArgs):
+		return types.ErrInvalidEnvironmentVariables
 	case errors.Is(err, store.ErrLockTimeout), errors.Is(err, store.ErrUnavailable):
 		return types.ErrTryAgainLater
 	default:

@@ -19,6 +19,7 @@ func TestCode(t *testing.T) {
 		want uint
 	}{
 		{"invalid config", fmt.Errorf("field \"mode\": %w", config.ErrInvalid), types.ErrInvalidNetworkConfig},
+		{"malformed CNI_ARGS", fmt.Errorf("pair \"x\": %w", config.ErrInvalidArgs), types.ErrInvalidEnvironmentVariables},
 		{"lock timeout", fmt.Errorf("lock: %w", store.ErrLockTimeout), types.ErrTryAgainLater},
 		{"store unavailable", fmt.Errorf("etcd: %w", store.ErrUnavailable), types.ErrTryAgainLater},
 		{"not available", fmt.Errorf("master eth0 is down: %w", ErrNotAvailable), types.ErrPluginNotAvailable},

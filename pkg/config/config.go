@@ -9,3 +9,7 @@ import "errors"
 // ErrInvalid marks a configuration that can never work as written. The plugins
 // report it with CNI error code 7 (invalid network configuration).
 var ErrInvalid = errors.New("invalid configuration")
+
+// ErrInvalidArgs marks a malformed CNI_ARGS string. The plugins report it
+// with CNI error code 4 (invalid environment variables).
+var ErrInvalidArgs = errors.New("invalid CNI_ARGS")

@@ -1,0 +1,188 @@
+// Package ifconfig puts an IPAM result on a container interface: addresses,
+// link up, IPv6 duplicate address detection, routes, and the announcements
+// that tell the LAN where the addresses now live. Its functions act on the
+// calling thread's network namespace; callers run them inside ns.Do.
+package ifconfig
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrDuplicateAddress: IPv6 duplicate address detection found the address
+// in use on the link (RFC 4862, section 5.4.5).
+var ErrDuplicateAddress = errors.New("address already in use on the network")
+
+// Options tune Configure.
+type Options struct {
+	// DADTimeout bounds the wait for IPv6 duplicate address detection.
+	DADTimeout time.Duration
+	// Announcements is how many gratuitous ARPs / unsolicited neighbour
+	// advertisements to send per address once it is usable.
+	Announcements int
+}
+
+// Configure applies the addresses and routes of res to the link ifName in
+// the current network namespace, brings it up, waits for IPv6 DAD and
+// announces the addresses. Every IPConfig applies to ifName.
+func Configure(ifName string, res *current.Result, opts Options) error {
+	link, err := netlinksafe.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("look up %q: %w", ifName, err)
+	}
+	var v4gw, v6gw net.IP
+	hasV6 := false
+	for _, ipc := range res.IPs {
+		if ipc.Address.IP.To4() == nil {
+			hasV6 = true
+			if v6gw == nil {
+				v6gw = ipc.Gateway
+			}
+		} else if v4gw == nil {
+			v4gw = ipc.Gateway
+		}
+	}
+
+	// The kernel sends a gratuitous ARP when the link comes up with
+	// arp_notify set; ours follow once the addresses are usable.
+	_, _ = sysctl.Sysctl("net/ipv4/conf/"+ifName+"/arp_notify", "1") // best effort: we announce ourselves too
+	if hasV6 {
+		if err := enableIPv6(ifName); err != nil {
+			return err
+		}
+	}
+
+	for _, ipc := range res.IPs {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
+		if err := netlink.AddrAdd(link, addr); err != nil {
+			return fmt.Errorf("add address %s to %q: %w", ipc.Address.String(), ifName, err)
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %q up: %w", ifName, err)
+	}
+	if hasV6 {
+		if err := waitDAD(link, res.IPs, opts.DADTimeout); err != nil {
+			return err
+		}
+	}
+	for _, r := range res.Routes {
+		if err := addRoute(link, r, v4gw, v6gw); err != nil {
+			return err
+		}
+	}
+	return announce(link, res.IPs, opts.Announcements)
+}
+
+func enableIPv6(ifName string) error {
+	for _, name := range []string{"lo", ifName} {
+		key := "net/ipv6/conf/" + name + "/disable_ipv6"
+		if v, err := sysctl.Sysctl(key); err == nil && v == "0" {
+			continue
+		}
+		if _, err := sysctl.Sysctl(key, "0"); err != nil {
+			return fmt.Errorf("enable IPv6 on %q: %w", name, err)
+		}
+	}
+	// Keep addresses if the link goes down and up again.
+	_, _ = sysctl.Sysctl("net/ipv6/conf/"+ifName+"/keep_addr_on_down", "1") // best effort: older kernels lack it
+	return nil
+}
+
+func addRoute(link netlink.Link, r *types.Route, v4gw, v6gw net.IP) error {
+	gw := r.GW
+	if gw == nil {
+		if r.Dst.IP.To4() != nil {
+			gw = v4gw
+		} else {
+			gw = v6gw
+		}
+	}
+	route := &netlink.Route{
+		LinkIndex: link.Attrs().Index,
+		Dst:       &net.IPNet{IP: r.Dst.IP, Mask: r.Dst.Mask},
+		Gw:        gw,
+		Priority:  r.Priority,
+	}
+	if r.Table != nil {
+		route.Table = *r.Table
+	}
+	if r.Scope != nil {
+		route.Scope = netlink.Scope(*r.Scope)
+	}
+	if err := netlink.RouteAddEcmp(route); err != nil {
+		return fmt.Errorf("add route %s via %s dev %s: %w", r.Dst.String(), gw, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// waitDAD waits until none of the IPv6 addresses of ips is tentative on
+// link. An address that failed DAD, or one still tentative at the deadline,
+// fails the wait: a container must not start with an address another host
+// holds. The link-local address is not waited for: it is not ours to hand out.
+func waitDAD(link netlink.Link, ips []*current.IPConfig, timeout time.Duration) error {
+	want := map[string]bool{}
+	for _, ipc := range ips {
+		if ipc.Address.IP.To4() == nil {
+			want[ipc.Address.IP.String()] = true
+		}
+	}
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	updates := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	// Subscribe before the first check so that no change falls between the
+	// check and the wait. A failed subscription leaves us polling.
+	if err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{}); err != nil {
+		updates = nil
+	}
+	tick := time.NewTicker(50 * time.Millisecond) // safety net if an event is missed
+	defer tick.Stop()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		pending, err := tentative(link, want)
+		if err != nil || len(pending) == 0 {
+			return err
+		}
+		select {
+		case <-updates:
+		case <-tick.C:
+		case <-deadline.C:
+			return fmt.Errorf("IPv6 duplicate address detection on %q did not finish within %s for %v",
+				link.Attrs().Name, timeout, pending)
+		}
+	}
+}
+
+func tentative(link netlink.Link, want map[string]bool) ([]string, error) {
+	addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return nil, fmt.Errorf("list IPv6 addresses of %q: %w", link.Attrs().Name, err)
+	}
+	var pending []string
+	for _, a := range addrs {
+		if !want[a.IP.String()] {
+			continue
+		}
+		if a.Flags&unix.IFA_F_DADFAILED != 0 {
+			return nil, fmt.Errorf("IPv6 address %s on %q failed duplicate address detection: %w",
+				a.IP, link.Attrs().Name, ErrDuplicateAddress)
+		}
+		if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+			pending = append(pending, a.IP.String())
+		}
+	}
+	return pending, nil
+}

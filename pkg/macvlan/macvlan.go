@@ -1,0 +1,244 @@
+// Package macvlan creates, inspects and removes macvlan links through netlink
+// handles bound to network namespaces. It knows nothing of CNI JSON.
+package macvlan
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/maclan-cni/maclan/pkg/config"
+)
+
+// ErrMasterNotFound: the master interface does not exist.
+var ErrMasterNotFound = errors.New("master interface not found")
+
+var modes = map[string]netlink.MacvlanMode{
+	config.ModeBridge:   netlink.MACVLAN_MODE_BRIDGE,
+	config.ModePrivate:  netlink.MACVLAN_MODE_PRIVATE,
+	config.ModeVEPA:     netlink.MACVLAN_MODE_VEPA,
+	config.ModePassthru: netlink.MACVLAN_MODE_PASSTHRU,
+}
+
+// ParseMode maps a configuration mode name ("" is bridge) to the kernel's.
+func ParseMode(s string) (netlink.MacvlanMode, error) {
+	if s == "" {
+		return netlink.MACVLAN_MODE_BRIDGE, nil
+	}
+	m, ok := modes[s]
+	if !ok {
+		return 0, fmt.Errorf("unknown macvlan mode %q: %w", s, config.ErrInvalid)
+	}
+	return m, nil
+}
+
+// ModeName is the inverse of ParseMode.
+func ModeName(m netlink.MacvlanMode) string {
+	for name, mode := range modes {
+		if mode == m {
+			return name
+		}
+	}
+	return fmt.Sprintf("mode(%d)", m)
+}
+
+// DefaultRouteLink returns the link that carries the default route in the
+// namespace of h: the IPv4 default route if there is one, else the IPv6 one.
+func DefaultRouteLink(h netlinksafe.Handle) (netlink.Link, error) {
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := h.RouteListFiltered(family, &netlink.Route{Table: syscall.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range routes {
+			if r.Dst != nil && !isZeroPrefix(r.Dst) {
+				continue
+			}
+			idx := r.LinkIndex
+			if idx == 0 && len(r.MultiPath) > 0 {
+				idx = r.MultiPath[0].LinkIndex
+			}
+			if idx == 0 {
+				continue
+			}
+			return h.LinkByIndex(idx)
+		}
+	}
+	return nil, errors.New("no default route to choose a master from")
+}
+
+func isZeroPrefix(n *net.IPNet) bool {
+	ones, _ := n.Mask.Size()
+	return ones == 0 && n.IP.IsUnspecified()
+}
+
+// LookupMaster finds the master by name, or the default-route link when name
+// is empty. where names the namespace for messages ("host", "container").
+func LookupMaster(h netlinksafe.Handle, name, where string) (netlink.Link, error) {
+	if name == "" {
+		l, err := DefaultRouteLink(h)
+		if err != nil {
+			return nil, fmt.Errorf("field \"master\" is empty and the %s namespace has %w", where, err)
+		}
+		return l, nil
+	}
+	l, err := h.LinkByName(name)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			return nil, fmt.Errorf("master %q in the %s network namespace: %w", name, where, ErrMasterNotFound)
+		}
+		return nil, fmt.Errorf("look up master %q: %w", name, err)
+	}
+	return l, nil
+}
+
+// Spec describes the macvlan link to create.
+type Spec struct {
+	Master     netlink.Link
+	Mode       netlink.MacvlanMode
+	MTU        int // 0: inherit the master's
+	MAC        net.HardwareAddr
+	BCQueueLen uint32
+	IfName     string // name inside the container
+}
+
+// Create makes the macvlan link through masterH (bound to the master's
+// namespace) directly inside the container namespace contNS, under a random
+// temporary name so that it cannot collide with a host interface, and then
+// renames it to spec.IfName through contH (bound to the container
+// namespace). When the master is itself in the container, masterH and contH
+// are bound to the same namespace and contNS is ignored. The returned link is
+// the one seen in the container, still down. On error nothing is left.
+func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS bool, spec Spec) (netlink.Link, error) {
+	masterName := spec.Master.Attrs().Name
+	if spec.MTU > spec.Master.Attrs().MTU {
+		return nil, fmt.Errorf("field \"mtu\": %d is above the MTU %d of master %q: %w",
+			spec.MTU, spec.Master.Attrs().MTU, masterName, config.ErrInvalid)
+	}
+	tmpName, err := tempName()
+	if err != nil {
+		return nil, err
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = tmpName
+	attrs.ParentIndex = spec.Master.Attrs().Index
+	attrs.MTU = spec.MTU
+	attrs.HardwareAddr = spec.MAC
+	if !sameNS {
+		attrs.Namespace = netlink.NsFd(int(contNS))
+	}
+	mv := &netlink.Macvlan{LinkAttrs: attrs, Mode: spec.Mode, BCQueueLen: spec.BCQueueLen}
+	if err := masterH.LinkAdd(mv); err != nil {
+		return nil, createError(err, masterName, spec.Mode)
+	}
+
+	link, err := contH.LinkByName(tmpName)
+	if err == nil {
+		err = contH.LinkSetName(link, spec.IfName)
+		if errors.Is(err, syscall.EEXIST) {
+			err = fmt.Errorf("an interface named %q already exists in the container", spec.IfName)
+		}
+	}
+	if err == nil {
+		link, err = contH.LinkByName(spec.IfName)
+	}
+	if err != nil {
+		if link != nil {
+			_ = contH.LinkDel(link) // best effort: the error below is what matters
+		}
+		return nil, fmt.Errorf("move macvlan %s into place as %q: %w", tmpName, spec.IfName, err)
+	}
+	return link, nil
+}
+
+func createError(err error, master string, mode netlink.MacvlanMode) error {
+	switch {
+	case errors.Is(err, syscall.EINVAL) && mode == netlink.MACVLAN_MODE_PASSTHRU:
+		return fmt.Errorf("create passthru macvlan on master %q: %w (passthru takes the whole master: "+
+			"it must have no other macvlan on it, and only one passthru macvlan at a time)", master, err)
+	case errors.Is(err, syscall.EINVAL):
+		return fmt.Errorf("create %s macvlan on master %q: %w (if a passthru macvlan already holds "+
+			"the master, it admits no other macvlan; all macvlans on one master must also agree on passthru)",
+			ModeName(mode), master, err)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("create macvlan on master %q: the MAC address is not usable: %w", master, err)
+	case errors.Is(err, syscall.EOPNOTSUPP):
+		return fmt.Errorf("create macvlan on master %q: the master does not support macvlan: %w", master, err)
+	default:
+		return fmt.Errorf("create macvlan on master %q: %w", master, err)
+	}
+}
+
+func tempName() (string, error) {
+	b := make([]byte, 5)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("temporary interface name: %w", err)
+	}
+	return "mlv" + hex.EncodeToString(b), nil
+}
+
+// Delete removes the macvlan link ifName from the namespace of h. A missing
+// link is not an error (deleted is false). A link of another type is left in
+// place and reported: DEL must not remove what another plugin made.
+func Delete(h netlinksafe.Handle, ifName string) (deleted bool, err error) {
+	link, err := h.LinkByName(ifName)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("look up %q: %w", ifName, err)
+	}
+	if _, ok := link.(*netlink.Macvlan); !ok {
+		return false, fmt.Errorf("interface %q is a %s link, not a macvlan: left in place", ifName, link.Type())
+	}
+	if err := h.LinkDel(link); err != nil {
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) || errors.Is(err, syscall.ENODEV) {
+			return false, nil
+		}
+		return false, fmt.Errorf("delete %q: %w", ifName, err)
+	}
+	return true, nil
+}
+
+// Expect is what Verify checks a container link against.
+type Expect struct {
+	MasterIndex int  // 0: do not check the parent
+	Mode        netlink.MacvlanMode
+	MAC         net.HardwareAddr // nil: do not check
+	MTU         int              // 0: do not check
+}
+
+// Verify checks that ifName, in the namespace of h, is a macvlan link with
+// the expected parent, mode, MAC and MTU.
+func Verify(h netlinksafe.Handle, ifName string, want Expect) error {
+	link, err := h.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("container interface %q: %w", ifName, err)
+	}
+	mv, ok := link.(*netlink.Macvlan)
+	if !ok {
+		return fmt.Errorf("container interface %q is a %s link, not a macvlan", ifName, link.Type())
+	}
+	a := mv.Attrs()
+	switch {
+	case want.MasterIndex != 0 && a.ParentIndex != want.MasterIndex:
+		return fmt.Errorf("container interface %q hangs off link index %d, not the master (index %d)", ifName, a.ParentIndex, want.MasterIndex)
+	case mv.Mode != want.Mode:
+		return fmt.Errorf("container interface %q is in macvlan mode %s, want %s", ifName, ModeName(mv.Mode), ModeName(want.Mode))
+	case want.MAC != nil && a.HardwareAddr.String() != want.MAC.String():
+		return fmt.Errorf("container interface %q has MAC %s, want %s", ifName, a.HardwareAddr, want.MAC)
+	case want.MTU != 0 && a.MTU != want.MTU:
+		return fmt.Errorf("container interface %q has MTU %d, want %d", ifName, a.MTU, want.MTU)
+	}
+	return nil
+}

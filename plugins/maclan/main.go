@@ -1,0 +1,414 @@
+// Command maclan is a CNI plugin that puts a container straight onto the LAN
+// of a host interface (the master) through a macvlan link, and delegates its
+// addresses to any IPAM plugin.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/maclan-cni/maclan/pkg/cnierr"
+	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ifconfig"
+	"github.com/maclan-cni/maclan/pkg/macvlan"
+)
+
+// buildVersion is set at link time (-X main.buildVersion=...).
+var buildVersion = "dev"
+
+const (
+	// ipamTimeout bounds one delegated IPAM call. IPAMs have time-outs of
+	// their own (maclan-ipam's store lock answers code 11 long before this);
+	// this only keeps a wedged foreign IPAM from hanging the runtime.
+	ipamTimeout = 2 * time.Minute
+	// dadTimeout bounds the wait for IPv6 duplicate address detection.
+	dadTimeout = 10 * time.Second
+	// announcements per address after ADD.
+	announcements = 3
+)
+
+func init() {
+	// Namespace switches (ns.Do) act on one OS thread; keep main on it.
+	runtime.LockOSThread()
+}
+
+func main() {
+	skel.PluginMainFuncs(skel.CNIFuncs{
+		Add:    cnierr.Wrap(cmdAdd),
+		Del:    cnierr.Wrap(cmdDel),
+		Check:  cnierr.Wrap(cmdCheck),
+		GC:     cnierr.Wrap(cmdGC),
+		Status: cnierr.Wrap(cmdStatus),
+	}, version.All, "CNI maclan plugin "+buildVersion)
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "maclan: "+format+"\n", a...)
+}
+
+// handles opens netlink handles on the container namespace and on the
+// namespace where the master lives (the plugin's own, or the container's
+// with linkInContainer).
+type handles struct {
+	cont, master netlinksafe.Handle
+	where        string
+}
+
+func openHandles(contNS ns.NetNS, linkInContainer bool) (*handles, error) {
+	cont, err := netlinksafe.NewHandleAt(netns.NsHandle(contNS.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in container netns %q: %w", contNS.Path(), err)
+	}
+	if linkInContainer {
+		return &handles{cont: cont, master: cont, where: "container"}, nil
+	}
+	host, err := netlinksafe.NewHandle()
+	if err != nil {
+		cont.Close()
+		return nil, fmt.Errorf("netlink handle in host netns: %w", err)
+	}
+	return &handles{cont: cont, master: host, where: "host"}, nil
+}
+
+func (h *handles) Close() {
+	if h.master.Handle != h.cont.Handle {
+		h.master.Close()
+	}
+	h.cont.Close()
+}
+
+func openNetNS(path string) (ns.NetNS, error) {
+	n, err := ns.GetNS(path)
+	if err != nil {
+		return nil, fmt.Errorf("open container netns %q: %w", path, err)
+	}
+	return n, nil
+}
+
+func cmdAdd(args *skel.CmdArgs) (err error) {
+	conf, err := config.ParseNetConf(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	mode, err := macvlan.ParseMode(conf.Mode)
+	if err != nil {
+		return err
+	}
+	var mac net.HardwareAddr
+	if conf.MAC != "" {
+		if mac, err = config.ParseMAC(conf.MAC); err != nil {
+			return fmt.Errorf("mac: %w: %w", err, config.ErrInvalid)
+		}
+	}
+	contNS, err := openNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer contNS.Close()
+	h, err := openHandles(contNS, conf.LinkInContainer)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+
+	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
+	if err != nil {
+		return masterError(err)
+	}
+	link, err := macvlan.Create(h.master, h.cont, netns.NsHandle(contNS.Fd()), conf.LinkInContainer, macvlan.Spec{
+		Master:     master,
+		Mode:       mode,
+		MTU:        conf.MTU,
+		MAC:        mac,
+		BCQueueLen: conf.BCQueueLen,
+		IfName:     args.IfName,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		if _, derr := macvlan.Delete(h.cont, args.IfName); derr != nil {
+			logf("ADD %s/%s failed; removing its link failed too: %v", args.ContainerID, args.IfName, derr)
+		}
+	}()
+
+	result := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{{
+			Name:    args.IfName,
+			Mac:     link.Attrs().HardwareAddr.String(),
+			Sandbox: args.Netns,
+		}},
+	}
+
+	if conf.IPAM.Type == "" {
+		// L2 only: no addresses, just an interface that is up.
+		if err = h.cont.LinkSetUp(link); err != nil {
+			return fmt.Errorf("set %q up: %w", args.IfName, err)
+		}
+		result.DNS = conf.DNS
+		return types.PrintResult(result, conf.CNIVersion)
+	}
+
+	var ipamResult *current.Result
+	ipamResult, err = ipamAdd(conf.IPAM.Type, args.StdinData)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		if derr := ipamDel(conf.IPAM.Type, args.StdinData); derr != nil {
+			logf("ADD %s/%s failed; releasing its addresses failed too: %v", args.ContainerID, args.IfName, derr)
+		}
+	}()
+	result.IPs = ipamResult.IPs
+	result.Routes = ipamResult.Routes
+	result.DNS = mergeDNS(conf.DNS, ipamResult.DNS)
+	for _, ipc := range result.IPs {
+		ipc.Interface = current.Int(0)
+	}
+
+	err = contNS.Do(func(ns.NetNS) error {
+		return ifconfig.Configure(args.IfName, result, ifconfig.Options{
+			DADTimeout:    dadTimeout,
+			Announcements: announcements,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return types.PrintResult(result, conf.CNIVersion)
+}
+
+// masterError marks a missing master as a configuration error: the
+// configuration names an interface this host does not have.
+func masterError(err error) error {
+	if errors.Is(err, macvlan.ErrMasterNotFound) {
+		return fmt.Errorf("%w: %w", err, config.ErrInvalid)
+	}
+	return err
+}
+
+func ipamAdd(plugin string, stdin []byte) (*current.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
+	defer cancel()
+	r, err := invoke.DelegateAdd(ctx, plugin, stdin, nil)
+	if err != nil {
+		return nil, fmt.Errorf("IPAM %q ADD: %w", plugin, err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, fmt.Errorf("IPAM %q ADD: convert result: %w", plugin, err)
+	}
+	if len(res.IPs) == 0 {
+		return nil, fmt.Errorf("IPAM %q ADD returned no IP address", plugin)
+	}
+	return res, nil
+}
+
+func ipamDel(plugin string, stdin []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
+	defer cancel()
+	if err := invoke.DelegateDel(ctx, plugin, stdin, nil); err != nil {
+		return fmt.Errorf("IPAM %q DEL: %w", plugin, err)
+	}
+	return nil
+}
+
+// cmdDel removes the link and releases the addresses. It succeeds when there
+// is nothing left to do: no prior ADD, a second DEL, a netns or master that
+// has gone. It still releases the lease in all those cases.
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := config.DecodeNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if err := deleteLink(args.Netns, args.IfName); err != nil {
+		errs = append(errs, err)
+	}
+	if conf.IPAM.Type != "" {
+		if err := ipamDel(conf.IPAM.Type, args.StdinData); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func deleteLink(netnsPath, ifName string) error {
+	if netnsPath == "" {
+		return nil // the runtime has no namespace left (after a reboot, say)
+	}
+	contNS, err := ns.GetNS(netnsPath)
+	if err != nil {
+		var gone ns.NSPathNotExistErr
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &gone) || errors.As(err, &notNS) {
+			return nil // the namespace, and the link with it, is gone
+		}
+		return fmt.Errorf("open container netns %q: %w", netnsPath, err)
+	}
+	defer contNS.Close()
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(contNS.Fd()))
+	if err != nil {
+		return fmt.Errorf("netlink handle in container netns %q: %w", netnsPath, err)
+	}
+	defer h.Close()
+	if _, err := macvlan.Delete(h, ifName); err != nil {
+		// Not ours (another plugin's link of that name): leave it, and do
+		// not fail DEL for ever over it.
+		logf("DEL in %s: %v", netnsPath, err)
+	}
+	return nil
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := config.ParseNetConf(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	if conf.RawPrevResult == nil {
+		return fmt.Errorf("CHECK needs a prevResult: %w", config.ErrInvalid)
+	}
+	if err := version.ParsePrevResult(&conf.NetConf); err != nil {
+		return fmt.Errorf("parse prevResult: %w: %w", err, config.ErrInvalid)
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return fmt.Errorf("convert prevResult: %w: %w", err, config.ErrInvalid)
+	}
+	var intf *current.Interface
+	for _, i := range prev.Interfaces {
+		if i.Name == args.IfName && i.Sandbox == args.Netns {
+			intf = i
+		}
+	}
+	if intf == nil {
+		return fmt.Errorf("prevResult has no interface %q in sandbox %q", args.IfName, args.Netns)
+	}
+
+	if conf.IPAM.Type != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
+		defer cancel()
+		if err := invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+			return fmt.Errorf("IPAM %q CHECK: %w", conf.IPAM.Type, err)
+		}
+	}
+
+	contNS, err := openNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer contNS.Close()
+	h, err := openHandles(contNS, conf.LinkInContainer)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
+	if err != nil {
+		return err
+	}
+	mode, err := macvlan.ParseMode(conf.Mode)
+	if err != nil {
+		return err
+	}
+	want := macvlan.Expect{MasterIndex: master.Attrs().Index, Mode: mode, MTU: conf.MTU}
+	if intf.Mac != "" {
+		if want.MAC, err = net.ParseMAC(intf.Mac); err != nil {
+			return fmt.Errorf("prevResult interface %q: MAC %q: %w", intf.Name, intf.Mac, err)
+		}
+	}
+	if err := macvlan.Verify(h.cont, args.IfName, want); err != nil {
+		return err
+	}
+	return contNS.Do(func(ns.NetNS) error {
+		if err := ip.ValidateExpectedInterfaceIPs(args.IfName, prev.IPs); err != nil {
+			return err
+		}
+		return ip.ValidateExpectedRoute(prev.Routes)
+	})
+}
+
+// cmdStatus reports whether an ADD could succeed now: the master exists and
+// is up, and the IPAM is ready (SPEC.md, "STATUS").
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := config.DecodeNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	// With linkInContainer the master lives in a namespace STATUS is not
+	// given; only the IPAM can be asked.
+	if !conf.LinkInContainer {
+		if err := masterReady(conf.Master); err != nil {
+			return fmt.Errorf("%w: %w", cnierr.ErrNotAvailable, err)
+		}
+	}
+	if conf.IPAM.Type != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
+		defer cancel()
+		if err := invoke.DelegateStatus(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+			return fmt.Errorf("IPAM %q STATUS: %w", conf.IPAM.Type, err)
+		}
+	}
+	return nil
+}
+
+func masterReady(name string) error {
+	h, err := netlinksafe.NewHandle()
+	if err != nil {
+		return fmt.Errorf("netlink handle: %w", err)
+	}
+	defer h.Close()
+	master, err := macvlan.LookupMaster(h, name, "host")
+	if err != nil {
+		return err
+	}
+	a := master.Attrs()
+	switch {
+	case a.Flags&net.FlagUp == 0:
+		return fmt.Errorf("master %q is down", a.Name)
+	case a.OperState == netlink.OperDown || a.OperState == netlink.OperLowerLayerDown:
+		return fmt.Errorf("master %q has no carrier (operstate %s)", a.Name, a.OperState)
+	}
+	return nil
+}
+
+// cmdGC forwards garbage collection to the IPAM (SPEC.md, "GC"): the links
+// themselves die with their container namespaces.
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := config.DecodeNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.IPAM.Type == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
+	defer cancel()
+	if err := invoke.DelegateGC(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+		return fmt.Errorf("IPAM %q GC: %w", conf.IPAM.Type, err)
+	}
+	return nil
+}
