@@ -13,7 +13,7 @@ REF_VERSION := v1.10.0
 CNITOOL_VERSION := v1.3.0
 REF_PLUGINS := main/macvlan ipam/host-local ipam/static ipam/dhcp meta/tuning meta/portmap
 
-.PHONY: all build test test-unit test-integration tools install demo lint clean
+.PHONY: all build test test-unit test-integration tools deps install demo lint clean
 
 all: build
 
@@ -34,13 +34,17 @@ $(TOOLS)/cnitool:
 $(TOOLS)/macvlan:
 	GOBIN=$(TOOLS) $(GO) install $(addprefix github.com/containernetworking/plugins/plugins/,$(addsuffix @$(REF_VERSION),$(REF_PLUGINS)))
 
+# Debian packages the lab needs (iproute2, ping, ...), installed if missing.
+deps:
+	./scripts/install-deps.sh
+
 test: test-unit test-integration
 
 test-unit:
 	$(GO) test -count=1 ./...
 
 # Needs root: builds a namespace lab and runs the built binaries in it.
-test-integration: build tools
+test-integration: deps build tools
 	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) \
 		$(GO) test -tags integration -count=1 -timeout 15m ./integration/...
 
@@ -48,7 +52,7 @@ install: build
 	install -d $(CNI_BIN_DIR)
 	install -m 0755 $(addprefix $(BIN)/,$(PLUGINS)) $(CNI_BIN_DIR)/
 
-demo: build tools
+demo: deps build tools
 	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./demo/demo.sh
 
 lint:
