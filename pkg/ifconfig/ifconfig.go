@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -26,6 +27,14 @@ var ErrDuplicateAddress = errors.New("address already in use on the network")
 type Options struct {
 	// DADTimeout bounds the wait for IPv6 duplicate address detection.
 	DADTimeout time.Duration
+	// DADRetrans, if set, shortens IPv6 duplicate address detection on the
+	// link for the duration of Configure: the first neighbour solicitation
+	// goes out at once instead of after a random delay of up to a second,
+	// and DAD ends DADRetrans after it instead of a second after
+	// (RFC 4862, section 5.4; Linux's router_solicitation_delay and
+	// retrans_time_ms). A host that holds the address answers within
+	// microseconds on a LAN, so duplicates are still found.
+	DADRetrans time.Duration
 	// Announcements is how many gratuitous ARPs / unsolicited neighbour
 	// advertisements to send per address once it is usable.
 	Announcements int
@@ -58,6 +67,13 @@ func Configure(ifName string, res *current.Result, opts Options) error {
 	if hasV6 {
 		if err := enableIPv6(ifName); err != nil {
 			return err
+		}
+		if opts.DADRetrans > 0 {
+			restore, err := fastDAD(ifName, opts.DADRetrans)
+			if err != nil {
+				return err
+			}
+			defer restore()
 		}
 	}
 
@@ -96,6 +112,34 @@ func enableIPv6(ifName string) error {
 	// Keep addresses if the link goes down and up again.
 	_, _ = sysctl.Sysctl("net/ipv6/conf/"+ifName+"/keep_addr_on_down", "1") // best effort: older kernels lack it
 	return nil
+}
+
+// fastDAD shortens DAD on ifName (see Options.DADRetrans) and returns a
+// function that puts the kernel's values back once DAD is over, so that
+// later neighbour discovery on the link keeps its usual timers.
+func fastDAD(ifName string, retrans time.Duration) (restore func(), err error) {
+	settings := []struct{ key, value string }{
+		{"net/ipv6/conf/" + ifName + "/router_solicitation_delay", "0"},
+		{"net/ipv6/neigh/" + ifName + "/retrans_time_ms", strconv.FormatInt(retrans.Milliseconds(), 10)},
+	}
+	var old []string
+	restore = func() {
+		for i, v := range old {
+			_, _ = sysctl.Sysctl(settings[i].key, v) // best effort: only timers
+		}
+	}
+	for _, s := range settings {
+		v, err := sysctl.Sysctl(s.key)
+		if err == nil {
+			_, err = sysctl.Sysctl(s.key, s.value)
+		}
+		if err != nil {
+			restore()
+			return nil, fmt.Errorf("shorten IPv6 DAD on %q (%s): %w", ifName, s.key, err)
+		}
+		old = append(old, v)
+	}
+	return restore, nil
 }
 
 func addRoute(link netlink.Link, r *types.Route, v4gw, v6gw net.IP) error {

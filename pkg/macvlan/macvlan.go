@@ -212,7 +212,7 @@ func Delete(h netlinksafe.Handle, ifName string) (deleted bool, err error) {
 
 // Expect is what Verify checks a container link against.
 type Expect struct {
-	MasterIndex int  // 0: do not check the parent
+	MasterIndex int // 0: do not check the parent
 	Mode        netlink.MacvlanMode
 	MAC         net.HardwareAddr // nil: do not check
 	MTU         int              // 0: do not check

@@ -39,6 +39,9 @@ const (
 	ipamTimeout = 2 * time.Minute
 	// dadTimeout bounds the wait for IPv6 duplicate address detection.
 	dadTimeout = 10 * time.Second
+	// dadRetrans is how long DAD waits for an answer to its solicitation
+	// (the kernel's default is 1s, after a random delay of up to 1s).
+	dadRetrans = 20 * time.Millisecond
 	// announcements per address after ADD.
 	announcements = 3
 )
@@ -192,6 +195,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	err = contNS.Do(func(ns.NetNS) error {
 		return ifconfig.Configure(args.IfName, result, ifconfig.Options{
 			DADTimeout:    dadTimeout,
+			DADRetrans:    dadRetrans,
 			Announcements: announcements,
 		})
 	})
