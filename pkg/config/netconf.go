@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -38,9 +39,40 @@ type NetConf struct {
 	// BCQueueLen is the macvlan broadcast queue length; 0 keeps the default.
 	BCQueueLen uint32 `json:"bcqueuelen,omitempty"`
 
+	// HostShim lets the host reach its containers (see pkg/shim).
+	HostShim *HostShim `json:"hostShim,omitempty"`
+	// MACFromIP derives the container's MAC from its IPv4 address when no
+	// explicit MAC is given, so that a container re-created with the same
+	// address keeps its MAC and neighbour caches stay right.
+	MACFromIP bool `json:"macFromIP,omitempty"`
+
 	RuntimeConfig struct {
 		MAC string `json:"mac,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
+}
+
+// HostShim configures the host's own macvlan on the master.
+type HostShim struct {
+	Enabled bool `json:"enabled"`
+	// Address is the host's address on the shim, an IP or a CIDR whose
+	// prefix length is ignored (the shim holds a host route only).
+	Address string `json:"address,omitempty"`
+}
+
+// ShimEnabled reports whether the host shim is on.
+func (c *NetConf) ShimEnabled() bool { return c.HostShim != nil && c.HostShim.Enabled }
+
+// ShimAddress parses HostShim.Address.
+func (c *NetConf) ShimAddress() (netip.Addr, error) {
+	a := c.HostShim.Address
+	if p, err := netip.ParsePrefix(a); err == nil {
+		return p.Addr(), nil
+	}
+	ip, err := netip.ParseAddr(a)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("field \"hostShim.address\": %q is not an IP address or CIDR: %w", a, ErrInvalid)
+	}
+	return ip.Unmap(), nil
 }
 
 // DecodeNetConf decodes the configuration without validating it. DEL, GC and
@@ -100,6 +132,23 @@ func (c *NetConf) validate(macField string) error {
 	if c.MAC != "" {
 		if _, err := ParseMAC(c.MAC); err != nil {
 			return fmt.Errorf("%s: %w: %w", macField, err, ErrInvalid)
+		}
+	}
+	if c.ShimEnabled() {
+		switch c.Mode {
+		case ModePassthru:
+			return fmt.Errorf("field \"hostShim\": passthru mode gives the whole master to one container, leaving no room for the host's shim: %w", ErrInvalid)
+		case ModePrivate:
+			return fmt.Errorf("field \"hostShim\": private mode stops siblings on the master from talking, the shim among them: %w", ErrInvalid)
+		}
+		if c.LinkInContainer {
+			return fmt.Errorf("field \"hostShim\": the shim lives in the host namespace, but linkInContainer puts the master in the container's: %w", ErrInvalid)
+		}
+		if c.HostShim.Address == "" {
+			return fmt.Errorf("field \"hostShim.address\" is empty: the shim needs the host's address on the LAN: %w", ErrInvalid)
+		}
+		if _, err := c.ShimAddress(); err != nil {
+			return err
 		}
 	}
 	return nil

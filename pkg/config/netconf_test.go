@@ -32,6 +32,12 @@ func TestParseNetConf(t *testing.T) {
 		{name: "bad mac names its source", stdin: `{"name":"lan"}`, cniArgs: "MAC=zz", wantErr: `CNI_ARGS MAC: invalid MAC address "zz"`, wantIs: ErrInvalid},
 		{name: "multicast mac", stdin: `{"name":"lan","runtimeConfig":{"mac":"01:00:5e:00:00:01"}}`, wantErr: "runtimeConfig.mac: MAC address \"01:00:5e:00:00:01\" is a multicast", wantIs: ErrInvalid},
 		{name: "zero mac", stdin: `{"name":"lan","mac":"00:00:00:00:00:00"}`, wantErr: "all zeroes", wantIs: ErrInvalid},
+		{name: "host shim", stdin: `{"name":"lan","hostShim":{"enabled":true,"address":"198.51.100.250/24"}}`, wantMode: "bridge"},
+		{name: "host shim off needs nothing", stdin: `{"name":"lan","mode":"passthru","hostShim":{"enabled":false}}`, wantMode: "passthru"},
+		{name: "host shim refuses passthru", stdin: `{"name":"lan","mode":"passthru","hostShim":{"enabled":true,"address":"198.51.100.250"}}`, wantErr: "passthru mode", wantIs: ErrInvalid},
+		{name: "host shim refuses private", stdin: `{"name":"lan","mode":"private","hostShim":{"enabled":true,"address":"198.51.100.250"}}`, wantErr: "private mode", wantIs: ErrInvalid},
+		{name: "host shim needs an address", stdin: `{"name":"lan","hostShim":{"enabled":true}}`, wantErr: `"hostShim.address" is empty`, wantIs: ErrInvalid},
+		{name: "host shim bad address", stdin: `{"name":"lan","hostShim":{"enabled":true,"address":"lan-host"}}`, wantErr: `"lan-host" is not an IP`, wantIs: ErrInvalid},
 		{name: "long mac", stdin: `{"name":"lan","mac":"02:00:00:00:00:00:00:01"}`, wantErr: "48-bit", wantIs: ErrInvalid},
 	}
 	for _, tt := range tests {

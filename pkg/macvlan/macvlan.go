@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -241,4 +242,14 @@ func Verify(h netlinksafe.Handle, ifName string, want Expect) error {
 		return fmt.Errorf("container interface %q has MTU %d, want %d", ifName, a.MTU, want.MTU)
 	}
 	return nil
+}
+
+// MACFromIPv4 derives a MAC address from an IPv4 address: 02:6d followed by
+// the four address bytes. The first byte has the locally administered bit
+// set and the group bit clear (IEEE 802, section 8.2), so the address is a
+// unicast one that no vendor assigns; 0x6d ("m") keeps it apart from the
+// 02:42 prefix of Docker's generated MACs.
+func MACFromIPv4(ip netip.Addr) net.HardwareAddr {
+	b := ip.As4()
+	return net.HardwareAddr{0x02, 0x6d, b[0], b[1], b[2], b[3]}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ifconfig"
 	"github.com/maclan-cni/maclan/pkg/macvlan"
+	"github.com/maclan-cni/maclan/pkg/shim"
 )
 
 // buildVersion is set at link time (-X main.buildVersion=...).
@@ -44,6 +46,8 @@ const (
 	dadRetrans = 20 * time.Millisecond
 	// announcements per address after ADD.
 	announcements = 3
+	// shimLockTimeout bounds the wait for the host shim's lock.
+	shimLockTimeout = 10 * time.Second
 )
 
 func init() {
@@ -191,6 +195,11 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	for _, ipc := range result.IPs {
 		ipc.Interface = current.Int(0)
 	}
+	if conf.MACFromIP && conf.MAC == "" {
+		if err = setMACFromIP(h.cont, link, result); err != nil {
+			return err
+		}
+	}
 
 	err = contNS.Do(func(ns.NetNS) error {
 		return ifconfig.Configure(args.IfName, result, ifconfig.Options{
@@ -202,7 +211,70 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
+	if conf.ShimEnabled() {
+		// Last step: Attach undoes itself if it fails, and nothing after it can.
+		var sh *shim.Shim
+		if sh, err = newShim(h.master, conf, master.Attrs().Name); err != nil {
+			return err
+		}
+		if err = sh.Attach(attachmentID(args), resultIPs(result)); err != nil {
+			return err
+		}
+	}
 	return types.PrintResult(result, conf.CNIVersion)
+}
+
+// setMACFromIP gives the link the MAC derived from the first IPv4 address
+// of the result (the link is still down, so the change is free). The MAC is
+// derived anew from the lease at every ADD, so it can never outlive it.
+func setMACFromIP(h netlinksafe.Handle, link netlink.Link, result *current.Result) error {
+	for _, ipc := range result.IPs {
+		ip, ok := netip.AddrFromSlice(ipc.Address.IP.To4())
+		if !ok {
+			continue
+		}
+		mac := macvlan.MACFromIPv4(ip)
+		if err := h.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("macFromIP: set MAC %s on %q: %w", mac, link.Attrs().Name, err)
+		}
+		result.Interfaces[0].Mac = mac.String()
+		return nil
+	}
+	logf("macFromIP: no IPv4 address in the IPAM result; keeping the kernel's random MAC")
+	return nil
+}
+
+func attachmentID(args *skel.CmdArgs) string {
+	// ':' can appear in neither a container ID nor an interface name.
+	return args.ContainerID + ":" + args.IfName
+}
+
+func resultIPs(r *current.Result) []netip.Addr {
+	var ips []netip.Addr
+	for _, ipc := range r.IPs {
+		if ip, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			ips = append(ips, ip.Unmap())
+		}
+	}
+	return ips
+}
+
+func newShim(h netlinksafe.Handle, conf *config.NetConf, master string) (*shim.Shim, error) {
+	addr, err := conf.ShimAddress()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := shim.StateDir(shim.DefaultStateDir)
+	if err != nil {
+		return nil, err
+	}
+	return &shim.Shim{
+		H:        h,
+		Master:   master,
+		Address:  netip.PrefixFrom(addr, addr.BitLen()),
+		StateDir: dir,
+		Timeout:  shimLockTimeout,
+	}, nil
 }
 
 // masterError marks a missing master as a configuration error: the
@@ -252,12 +324,44 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := deleteLink(args.Netns, args.IfName); err != nil {
 		errs = append(errs, err)
 	}
+	if conf.ShimEnabled() {
+		if err := detachShim(conf, attachmentID(args)); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if conf.IPAM.Type != "" {
 		if err := ipamDel(conf.IPAM.Type, args.StdinData); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// detachShim removes the container's routes from the host shim, and the
+// shim with its last route. The master is found from the configuration, else
+// from the shim's own records (the default-route master may have gone).
+func detachShim(conf *config.NetConf, id string) error {
+	if conf.HostShim.Address == "" {
+		return nil // ADD refused this configuration: nothing was attached
+	}
+	dir, err := shim.StateDir(shim.DefaultStateDir)
+	if err != nil {
+		return err
+	}
+	master, ok := shim.FindMaster(dir, id)
+	if !ok {
+		return nil // never attached, or already detached
+	}
+	h, err := netlinksafe.NewHandle()
+	if err != nil {
+		return fmt.Errorf("netlink handle in host netns: %w", err)
+	}
+	defer h.Close()
+	sh, err := newShim(h, conf, master)
+	if err != nil {
+		return err
+	}
+	return sh.Detach(id)
 }
 
 func deleteLink(netnsPath, ifName string) error {
@@ -346,6 +450,15 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	if err := macvlan.Verify(h.cont, args.IfName, want); err != nil {
 		return err
+	}
+	if conf.ShimEnabled() && !conf.LinkInContainer {
+		sh, err := newShim(h.master, conf, master.Attrs().Name)
+		if err != nil {
+			return err
+		}
+		if err := sh.Verify(resultIPs(prev)); err != nil {
+			return err
+		}
 	}
 	return contNS.Do(func(ns.NetNS) error {
 		if err := ip.ValidateExpectedInterfaceIPs(args.IfName, prev.IPs); err != nil {

@@ -1,0 +1,363 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+)
+
+// Defaults of maclan-ipam.
+const (
+	DefaultIPAMDataDir     = "/var/lib/cni/maclan"
+	DefaultIPAMLockTimeout = 10 * time.Second
+	maxIPAMLockTimeout     = 5 * time.Minute
+)
+
+// IPAMConf is the configuration of maclan-ipam. The JSON fields are those of
+// the "ipam" object, a superset of the reference host-local plugin's: a
+// host-local configuration is accepted unchanged. The fields tagged "-" come
+// from the rest of the net conf and from CNI_ARGS.
+type IPAMConf struct {
+	Type string `json:"type"`
+	// Ranges is a list of range sets; one address is taken from each set.
+	// The legacy single range (subnet, rangeStart, rangeEnd, gateway beside
+	// "type") is folded in as the first set.
+	Ranges     []iprange.RangeSet `json:"ranges"`
+	Routes     []*types.Route     `json:"routes"`
+	DataDir    string             `json:"dataDir"`
+	ResolvConf string             `json:"resolvConf"`
+	// Exclude lists addresses and CIDRs never handed out.
+	Exclude     []IPAMExclude `json:"exclude"`
+	Store       IPAMStoreConf `json:"store"`
+	LockTimeout IPAMDuration  `json:"lockTimeout"`
+
+	// Name is the network name (the net conf's top-level "name").
+	Name       string `json:"-"`
+	CNIVersion string `json:"-"`
+	// Requested are the static addresses asked for, from all sources.
+	Requested []IPAMRequest `json:"-"`
+	// Attachments is the GC list of attachments still in use; it is nil
+	// when the net conf carries no list, which is not the same as empty.
+	Attachments []types.GCAttachment `json:"-"`
+}
+
+// IPAMStoreConf selects where leases are kept.
+type IPAMStoreConf struct {
+	Type string `json:"type"` // "disk" (default); "etcd" is reserved for later
+	Dir  string `json:"dir"`  // disk: the data directory (default DataDir)
+}
+
+// IPAMExclude is an address ("10.0.0.7") or a CIDR ("10.0.0.0/28").
+type IPAMExclude struct{ netip.Prefix }
+
+// UnmarshalText accepts an address or a CIDR.
+func (e *IPAMExclude) UnmarshalText(b []byte) error {
+	p, err := iprange.ParsePrefixOrAddr(string(b))
+	if err != nil {
+		return err
+	}
+	e.Prefix = p
+	return nil
+}
+
+// IPAMDuration is a duration written as a Go duration string ("10s",
+// "1m30s") or a number of seconds.
+type IPAMDuration time.Duration
+
+// UnmarshalJSON accepts "10s" or 10.
+func (d *IPAMDuration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*d = IPAMDuration(v)
+		return nil
+	}
+	var secs float64
+	if err := json.Unmarshal(b, &secs); err != nil {
+		return errors.New("want a duration such as \"10s\" or a number of seconds")
+	}
+	*d = IPAMDuration(secs * float64(time.Second))
+	return nil
+}
+
+// IPAMRequest is one statically requested address and where it came from,
+// so that an error can say which source asked for it.
+type IPAMRequest struct {
+	IP     netip.Addr
+	Source string
+}
+
+// ipamEnvelope is the part of the net conf outside "ipam" that maclan-ipam
+// reads. Everything else (the main plugin's "master", "mode", ...) is
+// ignored.
+type ipamEnvelope struct {
+	CNIVersion    string          `json:"cniVersion"`
+	Name          string          `json:"name"`
+	IPAM          json.RawMessage `json:"ipam"`
+	RuntimeConfig struct {
+		// The "ips" capability (CONVENTIONS.md), e.g. filled by Multus.
+		IPs []string `json:"ips"`
+		// The "ipRanges" capability, as host-local honours it.
+		IPRanges []iprange.RangeSet `json:"ipRanges"`
+	} `json:"runtimeConfig"`
+	Args struct {
+		CNI struct {
+			IPs []string `json:"ips"`
+		} `json:"cni"`
+		// The Mesos CNI isolator passes its NetworkInfo here.
+		Mesos struct {
+			NetworkInfo struct {
+				IPAddresses []struct {
+					IPAddress string `json:"ip_address"`
+				} `json:"ip_addresses"`
+			} `json:"network_info"`
+		} `json:"org.apache.mesos"`
+	} `json:"args"`
+	// GC (SPEC.md 1.1): the attachments still in use.
+	ValidAttachments *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
+	OldAttachments   *[]types.GCAttachment `json:"cni.dev/attachments"`
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf(format+": %w", append(args, ErrInvalid)...)
+}
+
+// DecodeIPAMConf decodes the net conf and checks only what DEL and GC
+// need: the network name, the store and the lock timeout. A DEL must work
+// even if the ranges of a network have since become invalid.
+func DecodeIPAMConf(stdin []byte) (*IPAMConf, error) {
+	c, _, err := decodeIPAM(stdin)
+	return c, err
+}
+
+func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
+	var env ipamEnvelope
+	if err := json.Unmarshal(stdin, &env); err != nil {
+		return nil, nil, invalid("decode net conf: %w", err)
+	}
+	if len(env.IPAM) == 0 || string(env.IPAM) == "null" {
+		return nil, nil, invalid("net conf has no \"ipam\" object")
+	}
+	c := &IPAMConf{}
+	if err := json.Unmarshal(env.IPAM, c); err != nil {
+		return nil, nil, invalid("decode ipam: %w", err)
+	}
+	c.Name, c.CNIVersion = env.Name, env.CNIVersion
+	if err := store.ValidateName("network name", c.Name); err != nil {
+		return nil, nil, invalid("name: %w", err)
+	}
+
+	switch c.Store.Type {
+	case "", "disk":
+		c.Store.Type = "disk"
+	case "etcd":
+		return nil, nil, invalid("ipam.store.type %q is not supported yet", c.Store.Type)
+	default:
+		return nil, nil, invalid("ipam.store.type %q is unknown (want \"disk\")", c.Store.Type)
+	}
+	switch {
+	case c.Store.Dir == "" && c.DataDir == "":
+		c.Store.Dir = DefaultIPAMDataDir
+	case c.Store.Dir == "":
+		c.Store.Dir = c.DataDir
+	case c.DataDir != "" && filepath.Clean(c.DataDir) != filepath.Clean(c.Store.Dir):
+		return nil, nil, invalid("ipam.dataDir %q and ipam.store.dir %q disagree", c.DataDir, c.Store.Dir)
+	}
+	if !filepath.IsAbs(c.Store.Dir) {
+		return nil, nil, invalid("ipam.store.dir %q is not an absolute path", c.Store.Dir)
+	}
+	c.Store.Dir = filepath.Clean(c.Store.Dir)
+	c.DataDir = c.Store.Dir
+
+	switch d := time.Duration(c.LockTimeout); {
+	case d == 0:
+		c.LockTimeout = IPAMDuration(DefaultIPAMLockTimeout)
+	case d < 0 || d > maxIPAMLockTimeout:
+		return nil, nil, invalid("ipam.lockTimeout %s is outside (0, %s]", d, maxIPAMLockTimeout)
+	}
+
+	switch {
+	case env.ValidAttachments != nil:
+		c.Attachments = append([]types.GCAttachment{}, *env.ValidAttachments...)
+	case env.OldAttachments != nil:
+		c.Attachments = append([]types.GCAttachment{}, *env.OldAttachments...)
+	}
+	return c, &env, nil
+}
+
+// ParseIPAMConf decodes the whole net conf maclan-ipam receives on stdin,
+// merges the static requests from runtimeConfig, args and CNI_ARGS, applies
+// the host-local defaults and validates everything. Every failure wraps
+// ErrInvalid and names the field and value at fault.
+func ParseIPAMConf(stdin []byte, cniArgs string) (*IPAMConf, error) {
+	c, env, err := decodeIPAM(stdin)
+	if err != nil {
+		return nil, err
+	}
+
+	// Range sets: runtime ipRanges first, then the legacy single range,
+	// then "ranges", the order in which host-local considers them.
+	var legacy iprange.Range
+	if err := json.Unmarshal(env.IPAM, &legacy); err != nil {
+		return nil, invalid("decode ipam: %w", err)
+	}
+	var sets []iprange.RangeSet
+	sets = append(sets, env.RuntimeConfig.IPRanges...)
+	if legacy.Subnet.IsValid() {
+		sets = append(sets, iprange.RangeSet{legacy})
+	} else if legacy.RangeStart.IsValid() || legacy.RangeEnd.IsValid() || legacy.Gateway.IsValid() {
+		return nil, invalid("ipam: rangeStart, rangeEnd or gateway given without subnet")
+	}
+	c.Ranges = append(sets, c.Ranges...)
+	if len(c.Ranges) == 0 {
+		return nil, invalid("ipam.ranges: no range given")
+	}
+	v4, v6 := 0, 0
+	for i, set := range c.Ranges {
+		if err := set.Canonicalize(); err != nil {
+			return nil, invalid("ipam.ranges[%d]: %w", i, err)
+		}
+		if set.Is4() {
+			v4++
+		} else {
+			v6++
+		}
+		for j := range i {
+			if set.Overlaps(c.Ranges[j]) {
+				return nil, invalid("ipam.ranges[%d] overlaps ipam.ranges[%d]", i, j)
+			}
+		}
+	}
+	// Results before 0.3.0 hold one address per family.
+	if v4 > 1 || v6 > 1 {
+		if ok, err := version.GreaterThanOrEqualTo(c.CNIVersion, "0.3.0"); err != nil || !ok {
+			return nil, invalid("cniVersion %q allows one range set per address family, got %d IPv4 and %d IPv6", c.CNIVersion, v4, v6)
+		}
+	}
+	for i, r := range c.Routes {
+		if r == nil || r.Dst.IP == nil {
+			return nil, invalid("ipam.routes[%d]: missing dst", i)
+		}
+	}
+
+	if err := c.collectRequests(env, cniArgs); err != nil {
+		return nil, err
+	}
+	return c, c.validateRequests()
+}
+
+func (c *IPAMConf) collectRequests(env *ipamEnvelope, cniArgs string) error {
+	add := func(source, s string) error {
+		ip, err := iprange.ParseAddrOrPrefix(strings.TrimSpace(s))
+		if err != nil {
+			return invalid("%s: %w", source, err)
+		}
+		for _, r := range c.Requested {
+			if r.IP == ip {
+				return nil // the same address from two sources
+			}
+		}
+		c.Requested = append(c.Requested, IPAMRequest{IP: ip, Source: source})
+		return nil
+	}
+	for _, s := range env.RuntimeConfig.IPs {
+		if err := add("runtimeConfig.ips", s); err != nil {
+			return err
+		}
+	}
+	for _, s := range env.Args.CNI.IPs {
+		if err := add("args.cni.ips", s); err != nil {
+			return err
+		}
+	}
+	for _, a := range env.Args.Mesos.NetworkInfo.IPAddresses {
+		if a.IPAddress == "" {
+			continue // Mesos asks for "an address of this protocol"
+		}
+		if err := add(`args["org.apache.mesos"].network_info.ip_addresses`, a.IPAddress); err != nil {
+			return err
+		}
+	}
+	args, err := parseIPAMCNIArgs(cniArgs)
+	if err != nil {
+		return err
+	}
+	if v, ok := args["IP"]; ok && v != "" {
+		for _, s := range strings.Split(v, ",") {
+			if err := add("CNI_ARGS IP", s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// validateRequests checks that each requested address can be handed out:
+// inside a range, not reserved, not excluded, at most one per range set.
+func (c *IPAMConf) validateRequests() error {
+	taken := map[int]netip.Addr{}
+	for _, r := range c.Requested {
+		set, idx := -1, -1
+		for i, rs := range c.Ranges {
+			if idx = rs.RangeFor(r.IP); idx >= 0 {
+				set = i
+				break
+			}
+		}
+		if set < 0 {
+			return invalid("%s: requested address %s is in no range of ipam.ranges", r.Source, r.IP)
+		}
+		if rg := c.Ranges[set][idx]; rg.Reserved(r.IP) {
+			return invalid("%s: requested address %s is the network, broadcast or gateway address of %s", r.Source, r.IP, rg.Subnet)
+		}
+		if ex, _ := iprange.Excluded(r.IP, c.ExcludedPrefixes()); ex {
+			return invalid("%s: requested address %s is excluded by ipam.exclude", r.Source, r.IP)
+		}
+		if other, dup := taken[set]; dup {
+			return invalid("%s: requested addresses %s and %s are both in ipam.ranges[%d]; one address per range set", r.Source, other, r.IP, set)
+		}
+		taken[set] = r.IP
+	}
+	return nil
+}
+
+// ExcludedPrefixes returns Exclude as prefixes.
+func (c *IPAMConf) ExcludedPrefixes() []netip.Prefix {
+	ps := make([]netip.Prefix, len(c.Exclude))
+	for i, e := range c.Exclude {
+		ps[i] = e.Prefix
+	}
+	return ps
+}
+
+// parseIPAMCNIArgs splits CNI_ARGS ("K1=V1;K2=V2", SPEC.md "Parameters").
+// Unknown keys (K8S_POD_NAME, MAC, IgnoreUnknown, ...) are kept and
+// ignored by the caller; a pair without '=' is an error.
+func parseIPAMCNIArgs(s string) (map[string]string, error) {
+	args := map[string]string{}
+	for pair := range strings.SplitSeq(s, ";") {
+		if pair == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok || k == "" {
+			return nil, invalid("CNI_ARGS: %s is not KEY=VALUE", strconv.Quote(pair))
+		}
+		args[k] = v
+	}
+	return args, nil
+}

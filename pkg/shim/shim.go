@@ -1,0 +1,331 @@
+// Package shim lets a host reach the containers it runs on a macvlan master.
+//
+// A macvlan child cannot talk to its parent: frames the master sends never
+// reach its own children. The shim is one more macvlan child of the master,
+// in bridge mode, left in the host namespace with a host address, and a host
+// route per container address through it; siblings in bridge mode talk to
+// each other inside the host, so host and containers meet through the shim.
+//
+// The shim of a master is made on first use and removed when its last
+// attachment goes. Attachments are recorded as small files under a state
+// directory (on /run: the routes they describe do not outlive a reboot
+// either), and every change happens under a lock file per master, so that
+// concurrent ADDs and DELs on one master see one consistent shim.
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/maclan-cni/maclan/pkg/flock"
+)
+
+// DefaultStateDir holds the lock and attachment records of every shim, in
+// one sub-directory per network namespace (see StateDir).
+const DefaultStateDir = "/run/maclan/shim"
+
+// StateDir returns the state directory for shims in the calling thread's
+// network namespace: masters are named per namespace, so two namespaces
+// (two test labs on one machine, say) must not share records.
+func StateDir(base string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return "", fmt.Errorf("identify the network namespace: %w", err)
+	}
+	return filepath.Join(base, fmt.Sprintf("netns-%d", st.Ino)), nil
+}
+
+// routeProtocol marks the routes the shim adds, so that they can be told
+// from routes added by others ("ip route show proto 0x6d").
+const routeProtocol = netlink.RouteProtocol(0x6d)
+
+// Shim is the shim of one master in the current (host) network namespace.
+type Shim struct {
+	H        netlinksafe.Handle // bound to the host namespace
+	Master   string             // master interface name
+	Address  netip.Prefix       // host address on the shim; a host prefix (/32, /128) is used
+	StateDir string             // DefaultStateDir unless testing
+	Timeout  time.Duration      // lock wait
+}
+
+// Name is the shim's interface name: "shim-" and the master's name, cut to
+// the kernel's 15 bytes.
+func Name(master string) string {
+	n := "shim-" + master
+	if len(n) > 15 {
+		n = n[:15]
+	}
+	return n
+}
+
+func (s *Shim) dir() string { return filepath.Join(s.StateDir, s.Master) }
+
+func (s *Shim) lock() (func(), error) {
+	if err := os.MkdirAll(s.dir(), 0o700); err != nil {
+		return nil, fmt.Errorf("shim state directory: %w", err)
+	}
+	unlock, err := flock.Lock(filepath.Join(s.StateDir, s.Master+".lock"), s.Timeout)
+	if err != nil {
+		return nil, fmt.Errorf("lock the shim of master %q: %w", s.Master, err)
+	}
+	return unlock, nil
+}
+
+// Attach routes ips (the container's addresses of the shim address's
+// family) through the shim, making the shim first if needed, and records
+// them under id. It is idempotent.
+func (s *Shim) Attach(id string, ips []netip.Addr) (err error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	link, err := s.ensure()
+	if err != nil {
+		return err
+	}
+	ips = s.sameFamily(ips)
+	if err := writeRecord(filepath.Join(s.dir(), id), ips); err != nil {
+		return err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Undo: the caller's ADD fails, so nothing of it may stay.
+		for _, ip := range ips {
+			_ = s.H.RouteDel(s.route(link, ip)) // best effort: absent routes are fine
+		}
+		_ = os.Remove(filepath.Join(s.dir(), id)) // best effort: a stale record only keeps the shim
+	}()
+	for _, ip := range ips {
+		if err := s.H.RouteReplace(s.route(link, ip)); err != nil {
+			return fmt.Errorf("route %s through shim %q: %w", ip, Name(s.Master), err)
+		}
+	}
+	return nil
+}
+
+// Detach removes the routes recorded under id and the record, and removes
+// the shim if no attachment is left. A missing record or shim is fine.
+func (s *Shim) Detach(id string) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	rec := filepath.Join(s.dir(), id)
+	ips, err := readRecord(rec)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	link, lerr := s.H.LinkByName(Name(s.Master))
+	if lerr == nil {
+		for _, ip := range ips {
+			if err := s.H.RouteDel(s.route(link, ip)); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return fmt.Errorf("remove route %s from shim %q: %w", ip, link.Attrs().Name, err)
+			}
+		}
+	}
+	if err := os.Remove(rec); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove shim record %s: %w", rec, err)
+	}
+	left, err := records(s.dir())
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 || lerr != nil {
+		return nil
+	}
+	if err := s.H.LinkDel(link); err != nil && !errors.Is(err, syscall.ENODEV) {
+		return fmt.Errorf("remove shim %q: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// FindMaster returns the master under whose shim id is recorded, for a DEL
+// whose configuration no longer says (the default-route master has gone).
+func FindMaster(stateDir, id string) (string, bool) {
+	masters, err := os.ReadDir(stateDir)
+	if err != nil {
+		return "", false
+	}
+	for _, m := range masters {
+		if _, err := os.Stat(filepath.Join(stateDir, m.Name(), id)); err == nil && m.IsDir() {
+			return m.Name(), true
+		}
+	}
+	return "", false
+}
+
+// Verify reports a missing or down shim, or a missing route for one of ips.
+func (s *Shim) Verify(ips []netip.Addr) error {
+	link, err := s.H.LinkByName(Name(s.Master))
+	if err != nil {
+		return fmt.Errorf("host shim %q of master %q is missing: %w", Name(s.Master), s.Master, err)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("host shim %q is down", link.Attrs().Name)
+	}
+	routes, err := s.H.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index}, netlink.RT_FILTER_OIF)
+	if err != nil {
+		return fmt.Errorf("list routes of shim %q: %w", link.Attrs().Name, err)
+	}
+	for _, ip := range s.sameFamily(ips) {
+		if !slices.ContainsFunc(routes, func(r netlink.Route) bool {
+			return r.Dst != nil && r.Dst.IP.Equal(ip.AsSlice()) && r.Protocol == routeProtocol
+		}) {
+			return fmt.Errorf("host shim %q has no route to %s", link.Attrs().Name, ip)
+		}
+	}
+	return nil
+}
+
+func (s *Shim) sameFamily(ips []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range ips {
+		if ip.Is4() == s.Address.Addr().Is4() {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+func (s *Shim) route(link netlink.Link, ip netip.Addr) *netlink.Route {
+	return &netlink.Route{
+		LinkIndex: link.Attrs().Index,
+		Dst:       &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())},
+		Src:       s.Address.Addr().AsSlice(),
+		Scope:     netlink.SCOPE_LINK,
+		Protocol:  routeProtocol,
+	}
+}
+
+// ensure returns the shim, making it (and restoring the routes of every
+// recorded attachment) if it is missing: after a reboot of the link, or if
+// someone deleted it by hand.
+func (s *Shim) ensure() (netlink.Link, error) {
+	name := Name(s.Master)
+	if link, err := s.H.LinkByName(name); err == nil {
+		if _, ok := link.(*netlink.Macvlan); !ok {
+			return nil, fmt.Errorf("interface %q exists and is not a macvlan shim", name)
+		}
+		if err := s.H.LinkSetUp(link); err != nil {
+			return nil, fmt.Errorf("set shim %q up: %w", name, err)
+		}
+		return link, s.ensureAddress(link)
+	}
+	master, err := s.H.LinkByName(s.Master)
+	if err != nil {
+		return nil, fmt.Errorf("master %q of the host shim: %w", s.Master, err)
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = name
+	attrs.ParentIndex = master.Attrs().Index
+	if err := s.H.LinkAdd(&netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return nil, fmt.Errorf("create host shim %q on master %q: %w", name, s.Master, err)
+	}
+	link, err := s.H.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("look up new host shim %q: %w", name, err)
+	}
+	if err := s.ensureAddress(link); err != nil {
+		return nil, err
+	}
+	if err := s.H.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("set shim %q up: %w", name, err)
+	}
+	return link, s.restoreRoutes(link)
+}
+
+func (s *Shim) ensureAddress(link netlink.Link) error {
+	host := netip.PrefixFrom(s.Address.Addr(), s.Address.Addr().BitLen())
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: host.Addr().AsSlice(), Mask: net.CIDRMask(host.Bits(), host.Bits())}}
+	if host.Addr().Is6() {
+		addr.Flags = unix.IFA_F_NODAD // the operator chose it for this host
+	}
+	if err := s.H.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("address %s on shim %q: %w", host, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+func (s *Shim) restoreRoutes(link netlink.Link) error {
+	names, err := records(s.dir())
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		ips, err := readRecord(filepath.Join(s.dir(), name))
+		if err != nil {
+			return err
+		}
+		for _, ip := range ips {
+			if err := s.H.RouteReplace(s.route(link, ip)); err != nil {
+				return fmt.Errorf("restore route %s through shim %q: %w", ip, link.Attrs().Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// records lists the attachment records in dir, skipping the temporary file
+// that a crash in writeRecord may leave.
+func records(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read shim records: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".tmp") {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+func writeRecord(path string, ips []netip.Addr) error {
+	var b strings.Builder
+	for _, ip := range ips {
+		b.WriteString(ip.String() + "\n")
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("write shim record: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write shim record: %w", err)
+	}
+	return nil
+}
+
+func readRecord(path string) ([]netip.Addr, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read shim record: %w", err)
+	}
+	var ips []netip.Addr
+	for _, line := range strings.Fields(string(b)) {
+		ip, err := netip.ParseAddr(line)
+		if err != nil {
+			return nil, fmt.Errorf("shim record %s: %w", path, err)
+		}
+		ips = append(ips, ip)
+	}
+	return ips, nil
+}
