@@ -1,0 +1,361 @@
+// Package allocator is the allocation policy of maclan-ipam: which address
+// an attachment gets from each range set, honouring static requests,
+// exclusions and a round-robin cursor. It owns no I/O: every read and write
+// goes through a store.Store, and only inside store.WithLock.
+package allocator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+)
+
+// ErrExhausted: a range set has no address left to hand out.
+var ErrExhausted = errors.New("no free address")
+
+// Options tune an Allocator.
+type Options struct {
+	// Exclude lists prefixes never handed out.
+	Exclude []netip.Prefix
+	// Log receives a line when something odd is met and worked around (a
+	// damaged lease in the way). Nil discards.
+	Log *slog.Logger
+	// Now stamps new leases (default time.Now).
+	Now func() time.Time
+}
+
+// Allocator hands out addresses from range sets kept in a store.
+type Allocator struct {
+	st   store.Store
+	sets []iprange.RangeSet
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns an allocator over canonicalized range sets.
+func New(st store.Store, sets []iprange.RangeSet, opts Options) *Allocator {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Allocator{st: st, sets: sets, opts: opts, log: log}
+}
+
+// Allocation is one address handed to an attachment.
+type Allocation struct {
+	Set   int           // index in the range sets
+	Range iprange.Range // the range holding IP (for its subnet and gateway)
+	IP    netip.Addr
+}
+
+// setName is the store's name of a range set's cursor: its index, as the
+// reference host-local names its last_reserved_ip files.
+func setName(i int) string { return strconv.Itoa(i) }
+
+// Allocate gives the attachment one address from every range set, all or
+// nothing. Repeating it returns the addresses already held. requested are
+// static addresses (already validated against the configuration): each
+// one is taken for the set that contains it.
+func (a *Allocator) Allocate(ctx context.Context, containerID, ifName string, requested []netip.Addr) (allocs []Allocation, err error) {
+	err = store.WithLock(ctx, a.st, func() error {
+		allocs, err = a.allocateLocked(ctx, containerID, ifName, requested)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("allocate for %s/%s: %w", containerID, ifName, err)
+	}
+	return allocs, nil
+}
+
+func (a *Allocator) allocateLocked(ctx context.Context, containerID, ifName string, requested []netip.Addr) (allocs []Allocation, err error) {
+	held, err := a.st.GetByID(ctx, containerID, ifName)
+	if err != nil {
+		return nil, err
+	}
+	var fresh []netip.Addr // taken by this call: released again if a later set fails
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, a.rollback(ctx, fresh))
+		}
+	}()
+	for i, set := range a.sets {
+		var want netip.Addr
+		for _, r := range requested {
+			if set.RangeFor(r) >= 0 {
+				want = r
+			}
+		}
+		if l, ok := leaseIn(held, set); ok {
+			if want.IsValid() && want != l.IP {
+				return nil, fmt.Errorf("range set %d: attachment already holds %s, cannot also take the requested %s", i, l.IP, want)
+			}
+			allocs = append(allocs, Allocation{Set: i, Range: set[set.RangeFor(l.IP)], IP: l.IP})
+			continue
+		}
+		var ip netip.Addr
+		if want.IsValid() {
+			ip, err = a.reserveStatic(ctx, containerID, ifName, want)
+		} else {
+			ip, err = a.reserveNext(ctx, i, containerID, ifName)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("range set %d: %w", i, err)
+		}
+		fresh = append(fresh, ip)
+		allocs = append(allocs, Allocation{Set: i, Range: set[set.RangeFor(ip)], IP: ip})
+	}
+	return allocs, nil
+}
+
+func leaseIn(held []store.Lease, set iprange.RangeSet) (store.Lease, bool) {
+	for _, l := range held {
+		if set.RangeFor(l.IP) >= 0 {
+			return l, true
+		}
+	}
+	return store.Lease{}, false
+}
+
+// rollback releases the addresses taken by a failed Allocate.
+func (a *Allocator) rollback(ctx context.Context, ips []netip.Addr) error {
+	var errs []error
+	for _, ip := range ips {
+		if err := a.st.Release(ctx, ip); err != nil {
+			errs = append(errs, fmt.Errorf("roll back %s: %w", ip, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Allocator) reserveStatic(ctx context.Context, containerID, ifName string, ip netip.Addr) (netip.Addr, error) {
+	err := a.st.Reserve(ctx, store.Lease{IP: ip, ContainerID: containerID, IfName: ifName, Created: a.opts.Now()})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("requested address %s: %w", ip, err)
+	}
+	return ip, nil
+}
+
+// segment is a stretch of one range to walk.
+type segment struct {
+	rg       iprange.Range
+	from, to netip.Addr
+}
+
+// walk returns the stretches of set i in round-robin order: from just after
+// the cursor to the end of the set, then from its start up to the cursor.
+func (a *Allocator) walk(ctx context.Context, i int) ([]segment, error) {
+	set := a.sets[i]
+	cur, err := a.st.Cursor(ctx, setName(i))
+	if err != nil {
+		return nil, err
+	}
+	ri := -1
+	if cur.IsValid() {
+		ri = set.RangeFor(cur)
+	}
+	if ri < 0 {
+		segs := make([]segment, len(set))
+		for k, rg := range set {
+			segs[k] = segment{rg, rg.RangeStart, rg.RangeEnd}
+		}
+		return segs, nil
+	}
+	var segs []segment
+	if rg := set[ri]; cur != rg.RangeEnd {
+		segs = append(segs, segment{rg, cur.Next(), rg.RangeEnd})
+	}
+	for k := 1; k < len(set); k++ {
+		rg := set[(ri+k)%len(set)]
+		segs = append(segs, segment{rg, rg.RangeStart, rg.RangeEnd})
+	}
+	rg := set[ri]
+	return append(segs, segment{rg, rg.RangeStart, cur}), nil
+}
+
+// candidates calls try with each address of set i that the store believes
+// free and the configuration allows, in round-robin order, until try
+// returns true or an error.
+func (a *Allocator) candidates(ctx context.Context, i int, try func(rg iprange.Range, ip netip.Addr) (bool, error)) error {
+	segs, err := a.walk(ctx, i)
+	if err != nil {
+		return err
+	}
+	for _, sg := range segs {
+		for from := sg.from; from.IsValid() && from.Compare(sg.to) <= 0; {
+			ip, err := a.st.NextFree(ctx, from, sg.to)
+			if errors.Is(err, store.ErrNotFound) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if sg.rg.Reserved(ip) {
+				from = ip.Next()
+				continue
+			}
+			if ex, next := iprange.Excluded(ip, a.opts.Exclude); ex {
+				from = next // skip the whole excluded block
+				continue
+			}
+			done, err := try(sg.rg, ip)
+			if err != nil || done {
+				return err
+			}
+			from = ip.Next()
+		}
+	}
+	return fmt.Errorf("%s: %w", describe(a.sets[i]), ErrExhausted)
+}
+
+func describe(set iprange.RangeSet) string {
+	s := ""
+	for k, rg := range set {
+		if k > 0 {
+			s += ", "
+		}
+		s += rg.String()
+	}
+	return s
+}
+
+// reserveNext takes the next free address of set i after its cursor and
+// moves the cursor there.
+func (a *Allocator) reserveNext(ctx context.Context, i int, containerID, ifName string) (netip.Addr, error) {
+	var got netip.Addr
+	err := a.candidates(ctx, i, func(_ iprange.Range, ip netip.Addr) (bool, error) {
+		err := a.st.Reserve(ctx, store.Lease{IP: ip, ContainerID: containerID, IfName: ifName, Created: a.opts.Now()})
+		switch {
+		case err == nil:
+			got = ip
+			return true, nil
+		case errors.Is(err, store.ErrReserved):
+			// The store's free-address hint was stale; it has corrected
+			// it. A damaged lease in the way is worth a line.
+			if errors.Is(err, store.ErrCorrupt) {
+				a.log.Warn("skipping an address whose lease is damaged; run fsck", "ip", ip, "err", err)
+			}
+			return false, nil
+		default:
+			return false, err
+		}
+	})
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if err := a.st.SetCursor(ctx, setName(i), got); err != nil {
+		return netip.Addr{}, err
+	}
+	return got, nil
+}
+
+// Release frees every address of the attachment. An unknown attachment is
+// not an error.
+func (a *Allocator) Release(ctx context.Context, containerID, ifName string) (ips []netip.Addr, err error) {
+	err = store.WithLock(ctx, a.st, func() error {
+		ips, err = a.st.ReleaseByID(ctx, containerID, ifName)
+		return err
+	})
+	return ips, err
+}
+
+// Check verifies that the attachment holds exactly one intact lease in
+// each range set and returns them.
+func (a *Allocator) Check(ctx context.Context, containerID, ifName string) (allocs []Allocation, err error) {
+	err = store.WithLock(ctx, a.st, func() error {
+		held, err := a.st.GetByID(ctx, containerID, ifName)
+		if err != nil {
+			return err
+		}
+		var missing []error
+		for i, set := range a.sets {
+			n := 0
+			for _, l := range held {
+				if k := set.RangeFor(l.IP); k >= 0 {
+					n++
+					allocs = append(allocs, Allocation{Set: i, Range: set[k], IP: l.IP})
+				}
+			}
+			switch n {
+			case 0:
+				missing = append(missing, fmt.Errorf("no lease in range set %d (%s)", i, describe(set)))
+			case 1:
+			default:
+				missing = append(missing, fmt.Errorf("%d leases in range set %d (%s), want one", n, i, describe(set)))
+			}
+		}
+		return errors.Join(missing...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("check %s/%s: %w", containerID, ifName, err)
+	}
+	return allocs, nil
+}
+
+// Attachment is a (container ID, interface) pair.
+type Attachment struct{ ContainerID, IfName string }
+
+// GC releases every lease whose attachment is not in valid and returns
+// them. Damaged records are kept (their holder is unknown) and logged.
+func (a *Allocator) GC(ctx context.Context, valid []Attachment) (gone []store.Lease, err error) {
+	keep := make(map[Attachment]bool, len(valid))
+	for _, at := range valid {
+		keep[at] = true
+	}
+	err = store.WithLock(ctx, a.st, func() error {
+		leases, err := a.st.List(ctx)
+		if err != nil {
+			if !errors.Is(err, store.ErrCorrupt) {
+				return err
+			}
+			a.log.Warn("GC keeps damaged leases; run fsck", "err", err)
+		}
+		stale := map[Attachment]bool{}
+		for _, l := range leases {
+			if at := (Attachment{l.ContainerID, l.IfName}); !keep[at] {
+				gone = append(gone, l)
+				stale[at] = true
+			}
+		}
+		var errs []error
+		for at := range stale {
+			if _, err := a.st.ReleaseByID(ctx, at.ContainerID, at.IfName); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		// A lease missing from its attachment's index (outside damage
+		// only) survives ReleaseByID; release it by address.
+		for _, l := range gone {
+			if err := a.st.Release(ctx, l.IP); err != nil && !errors.Is(err, store.ErrNotFound) {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	})
+	return gone, err
+}
+
+// Available checks that every range set still has an address to hand out,
+// without taking one: an ADD needs one from each set. The answer is as
+// good as the store's free-address hint.
+func (a *Allocator) Available(ctx context.Context) error {
+	return store.WithLock(ctx, a.st, func() error {
+		var errs []error
+		for i := range a.sets {
+			err := a.candidates(ctx, i, func(iprange.Range, netip.Addr) (bool, error) { return true, nil })
+			if err != nil {
+				errs = append(errs, fmt.Errorf("range set %d: %w", i, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+}

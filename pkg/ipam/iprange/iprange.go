@@ -1,0 +1,241 @@
+// Package iprange does the address arithmetic of maclan-ipam: ranges inside a
+// subnet, the addresses a range never hands out, and range sets. It has no I/O.
+//
+// Addresses are netip.Addr in their unmapped form: an IPv4-mapped IPv6
+// address ("::ffff:10.0.0.1") is treated as the IPv4 address it maps.
+package iprange
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Range is one contiguous block of a subnet that may be handed out, with the
+// host-local meaning of its fields: RangeStart and RangeEnd are inclusive and
+// default to the first and last host address of Subnet, and Gateway defaults
+// to the first address after the network address.
+type Range struct {
+	Subnet     netip.Prefix `json:"subnet"`
+	RangeStart netip.Addr   `json:"rangeStart,omitzero"`
+	RangeEnd   netip.Addr   `json:"rangeEnd,omitzero"`
+	Gateway    netip.Addr   `json:"gateway,omitzero"`
+}
+
+// RangeSet is a list of ranges of one address family from which one address
+// is allocated per attachment.
+type RangeSet []Range
+
+// Canonicalize checks r and fills in the defaults. Errors name the field.
+func (r *Range) Canonicalize() error {
+	if !r.Subnet.IsValid() {
+		return errors.New("subnet is missing")
+	}
+	sub := Canon(r.Subnet.Addr())
+	bits := r.Subnet.Bits()
+	if sub.Is4() && r.Subnet.Addr().Is4In6() {
+		bits -= 96
+		if bits < 0 {
+			return fmt.Errorf("subnet %s: prefix too short for a mapped IPv4 address", r.Subnet)
+		}
+	}
+	p := netip.PrefixFrom(sub, bits)
+	if p.Masked().Addr() != sub {
+		return fmt.Errorf("subnet %s has host bits set (network address is %s)", r.Subnet, p.Masked().Addr())
+	}
+	// A /31 or /32 (/127, /128) has no address left once the network and
+	// broadcast are set aside; host-local refuses them too.
+	if bits > sub.BitLen()-2 {
+		return fmt.Errorf("subnet %s is too small to allocate from", p)
+	}
+	r.Subnet = p
+	first, last := FirstHost(p), LastHost(p)
+
+	if r.Gateway.IsValid() {
+		r.Gateway = Canon(r.Gateway)
+		if !p.Contains(r.Gateway) {
+			return fmt.Errorf("gateway %s is not in subnet %s", r.Gateway, p)
+		}
+	} else {
+		r.Gateway = first
+	}
+	if r.RangeStart.IsValid() {
+		r.RangeStart = Canon(r.RangeStart)
+		if !p.Contains(r.RangeStart) {
+			return fmt.Errorf("rangeStart %s is not in subnet %s", r.RangeStart, p)
+		}
+	} else {
+		r.RangeStart = first
+	}
+	if r.RangeEnd.IsValid() {
+		r.RangeEnd = Canon(r.RangeEnd)
+		if !p.Contains(r.RangeEnd) {
+			return fmt.Errorf("rangeEnd %s is not in subnet %s", r.RangeEnd, p)
+		}
+	} else {
+		r.RangeEnd = last
+	}
+	if r.RangeStart.Compare(r.RangeEnd) > 0 {
+		return fmt.Errorf("rangeStart %s is after rangeEnd %s in subnet %s", r.RangeStart, r.RangeEnd, p)
+	}
+	return nil
+}
+
+// Contains reports whether ip lies between RangeStart and RangeEnd.
+func (r Range) Contains(ip netip.Addr) bool {
+	ip = Canon(ip)
+	return ip.BitLen() == r.RangeStart.BitLen() && ip.Compare(r.RangeStart) >= 0 && ip.Compare(r.RangeEnd) <= 0
+}
+
+// Reserved reports whether ip is one of the addresses of the subnet that are
+// never handed out: the network address, the IPv4 broadcast address
+// (RFC 919/922) and the gateway.
+func (r Range) Reserved(ip netip.Addr) bool {
+	ip = Canon(ip)
+	if ip == r.Subnet.Addr() || ip == r.Gateway {
+		return true
+	}
+	return ip.Is4() && ip == Last(r.Subnet)
+}
+
+// Overlaps reports whether the two ranges share an address.
+func (r Range) Overlaps(o Range) bool {
+	if r.RangeStart.BitLen() != o.RangeStart.BitLen() {
+		return false
+	}
+	return r.RangeStart.Compare(o.RangeEnd) <= 0 && o.RangeStart.Compare(r.RangeEnd) <= 0
+}
+
+// String is "start-end".
+func (r Range) String() string { return r.RangeStart.String() + "-" + r.RangeEnd.String() }
+
+// Canonicalize canonicalizes every range of the set and checks that they are
+// of one family and do not overlap.
+func (s RangeSet) Canonicalize() error {
+	if len(s) == 0 {
+		return errors.New("empty range set")
+	}
+	for i := range s {
+		if err := s[i].Canonicalize(); err != nil {
+			return fmt.Errorf("range %d: %w", i, err)
+		}
+		if s[i].Subnet.Addr().BitLen() != s[0].Subnet.Addr().BitLen() {
+			return fmt.Errorf("range %d (%s) is not of the same address family as range 0 (%s)", i, s[i].Subnet, s[0].Subnet)
+		}
+		for j := range i {
+			if s[i].Overlaps(s[j]) {
+				return fmt.Errorf("range %d (%s) overlaps range %d (%s)", i, s[i], j, s[j])
+			}
+		}
+	}
+	return nil
+}
+
+// Is4 reports whether the set is IPv4.
+func (s RangeSet) Is4() bool { return len(s) > 0 && s[0].Subnet.Addr().Is4() }
+
+// RangeFor returns the index of the range holding ip, or -1.
+func (s RangeSet) RangeFor(ip netip.Addr) int {
+	for i, r := range s {
+		if r.Contains(ip) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Overlaps reports whether any range of s overlaps any range of o.
+func (s RangeSet) Overlaps(o RangeSet) bool {
+	for _, a := range s {
+		for _, b := range o {
+			if a.Overlaps(b) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Canon returns ip with an IPv4-mapped IPv6 address turned into IPv4 and any
+// zone dropped.
+func Canon(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
+
+// Last returns the last address of p (the broadcast address for IPv4).
+func Last(p netip.Prefix) netip.Addr {
+	p = p.Masked()
+	if p.Addr().Is4() {
+		a := p.Addr().As4()
+		for i := p.Bits(); i < 32; i++ {
+			a[i/8] |= 0x80 >> (i % 8)
+		}
+		return netip.AddrFrom4(a)
+	}
+	a := p.Addr().As16()
+	for i := p.Bits(); i < 128; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom16(a)
+}
+
+// FirstHost is the first address after the network address of p.
+func FirstHost(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
+
+// LastHost is the last address of p that a host may hold: the last address
+// for IPv6 (as host-local does), the one before the broadcast for IPv4.
+func LastHost(p netip.Prefix) netip.Addr {
+	l := Last(p)
+	if l.Is4() {
+		return l.Prev()
+	}
+	return l
+}
+
+// ParseAddrOrPrefix parses "10.0.0.5" or "10.0.0.5/24" and returns the
+// address, canonicalized. Runtimes pass requested addresses in both forms.
+func ParseAddrOrPrefix(s string) (netip.Addr, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return Canon(p.Addr()), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q is neither an IP address nor a CIDR", s)
+	}
+	if a.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("%q: zoned addresses are not allocatable", s)
+	}
+	return Canon(a), nil
+}
+
+// ParsePrefixOrAddr parses "10.0.0.0/28" or a lone "10.0.0.7" (taken as a
+// /32 or /128). The prefix is masked to its network address.
+func ParsePrefixOrAddr(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		a := Canon(p.Addr())
+		bits := p.Bits()
+		if p.Addr().Is4In6() {
+			bits -= 96
+			if bits < 0 {
+				bits = 0
+			}
+		}
+		return netip.PrefixFrom(a, bits).Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a CIDR", s)
+	}
+	a = Canon(a)
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Excluded reports whether ip lies in one of the prefixes and, if so, returns
+// the first address after that prefix (invalid when the prefix runs to the end
+// of the address space), so that a walk can jump over a whole excluded block.
+func Excluded(ip netip.Addr, exclude []netip.Prefix) (bool, netip.Addr) {
+	for _, p := range exclude {
+		if p.Contains(ip) {
+			return true, Last(p).Next()
+		}
+	}
+	return false, netip.Addr{}
+}

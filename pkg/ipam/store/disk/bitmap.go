@@ -1,0 +1,205 @@
+package disk
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"math/bits"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+// The allocation bitmap is the store's fast answer to "which address after
+// this one is free": one bit per address, in chunks of 65,536 addresses
+// aligned on the low 16 bits of the address, one file per chunk that has
+// ever held a lease (bitmap/<first address of the chunk>). A walk reads one
+// 8 KiB chunk for every 65,536 addresses it passes over, so its cost does
+// not depend on how many leases lie in its way: the reference host-local
+// stats one file per address instead.
+//
+// The bitmap is a summary of leases/, never the truth. Its one invariant is
+// that a set bit means a lease file exists; a clear bit may be stale (a
+// lease written just before a crash), which costs at most one failed
+// create-if-absent, after which Reserve sets the bit. Writers keep the
+// invariant by ordering: a lease is made durable before its bit is set,
+// and a bit is cleared durably before its lease is removed. A chunk that
+// fails its checksum is rebuilt from the lease file names. fsck rebuilds
+// all of it.
+const (
+	chunkBits   = 16
+	chunkAddrs  = 1 << chunkBits
+	chunkWords  = chunkAddrs / 64
+	bitmapMagic = "MLB1"
+	chunkSize   = len(bitmapMagic) + chunkWords*8 + 4
+)
+
+type chunk struct {
+	words [chunkWords]uint64
+}
+
+func chunkBase(ip netip.Addr) netip.Addr {
+	if ip.Is4() {
+		a := ip.As4()
+		a[2], a[3] = 0, 0
+		return netip.AddrFrom4(a)
+	}
+	a := ip.As16()
+	a[14], a[15] = 0, 0
+	return netip.AddrFrom16(a)
+}
+
+func chunkIndex(ip netip.Addr) int {
+	s := ip.AsSlice()
+	return int(s[len(s)-2])<<8 | int(s[len(s)-1])
+}
+
+func chunkAddr(base netip.Addr, i int) netip.Addr {
+	s := base.AsSlice()
+	s[len(s)-2], s[len(s)-1] = byte(i>>8), byte(i)
+	a, _ := netip.AddrFromSlice(s) // same length as base: always valid
+	return a
+}
+
+// nextChunk returns the first address of the chunk after ip's, or an
+// invalid address at the end of the address space.
+func nextChunk(ip netip.Addr) netip.Addr { return chunkAddr(chunkBase(ip), chunkAddrs-1).Next() }
+
+func (c *chunk) get(i int) bool { return c.words[i/64]&(1<<(i%64)) != 0 }
+
+func (c *chunk) set(i int, v bool) {
+	if v {
+		c.words[i/64] |= 1 << (i % 64)
+	} else {
+		c.words[i/64] &^= 1 << (i % 64)
+	}
+}
+
+// firstZero returns the lowest clear bit in [from, to].
+func (c *chunk) firstZero(from, to int) (int, bool) {
+	for w := from / 64; w <= to/64; w++ {
+		free := ^c.words[w]
+		if w == from/64 {
+			free &= ^uint64(0) << (from % 64)
+		}
+		if free == 0 {
+			continue
+		}
+		i := w*64 + bits.TrailingZeros64(free)
+		if i > to {
+			return 0, false
+		}
+		return i, true
+	}
+	return 0, false
+}
+
+func (c *chunk) empty() bool {
+	for _, w := range c.words {
+		if w != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *chunk) marshal() []byte {
+	b := make([]byte, 0, chunkSize)
+	b = append(b, bitmapMagic...)
+	for _, w := range c.words {
+		b = binary.LittleEndian.AppendUint64(b, w)
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func (c *chunk) unmarshal(b []byte) error {
+	if len(b) != chunkSize || !bytes.HasPrefix(b, []byte(bitmapMagic)) {
+		return fmt.Errorf("%d bytes, want %d with magic %q", len(b), chunkSize, bitmapMagic)
+	}
+	body := b[:len(b)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
+		return errors.New("checksum mismatch")
+	}
+	for i := range c.words {
+		c.words[i] = binary.LittleEndian.Uint64(body[len(bitmapMagic)+8*i:])
+	}
+	return nil
+}
+
+// chunk returns the chunk of base, from the cache kept while the lock is
+// held, from its file, or rebuilt from the lease names if the file is
+// damaged.
+func (s *Store) chunk(base netip.Addr) (*chunk, error) {
+	if c, ok := s.chunks[base]; ok {
+		return c, nil
+	}
+	c := new(chunk)
+	b, err := os.ReadFile(filepath.Join(s.dir, bitmapDir, base.String()))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Never written: no lease was ever taken in this chunk.
+	case err != nil:
+		return nil, s.unavailable("read bitmap chunk "+base.String(), err)
+	default:
+		if uerr := c.unmarshal(b); uerr != nil {
+			s.log.Warn("bitmap chunk damaged; rebuilding it from the lease files", "network", s.network, "chunk", base, "err", uerr)
+			if c, err = s.rebuildChunk(base); err != nil {
+				return nil, err
+			}
+			if err := s.writeChunk(base, c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s.chunks[base] = c
+	return c, nil
+}
+
+func (s *Store) rebuildChunk(base netip.Addr) (*chunk, error) {
+	names, err := s.leaseNames()
+	if err != nil {
+		return nil, err
+	}
+	c := new(chunk)
+	for _, ip := range names {
+		if chunkBase(ip) == base {
+			c.set(chunkIndex(ip), true)
+		}
+	}
+	return c, nil
+}
+
+func (s *Store) writeChunk(base netip.Addr, c *chunk) error {
+	if err := s.writeFile(bitmapDir, base.String(), c.marshal(), true); err != nil {
+		return s.unavailable("write bitmap chunk "+base.String(), err)
+	}
+	return nil
+}
+
+// setBits sets or clears the bits of ips and writes each changed chunk
+// durably before returning, which is what the ordering described above
+// relies on.
+func (s *Store) setBits(ips []netip.Addr, v bool) error {
+	changed := map[netip.Addr]*chunk{}
+	for _, ip := range ips {
+		base := chunkBase(ip)
+		c, err := s.chunk(base)
+		if err != nil {
+			return err
+		}
+		if c.get(chunkIndex(ip)) != v {
+			c.set(chunkIndex(ip), v)
+			changed[base] = c
+		}
+	}
+	for base, c := range changed {
+		if err := s.writeChunk(base, c); err != nil {
+			delete(s.chunks, base) // the cached copy no longer matches the file
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package disk
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+)
+
+// recordVersion is the format of lease and attachment records. A reader
+// refuses any other version rather than guess.
+const recordVersion = 1
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// leaseRecord is the JSON of leases/<ip>. The checksum covers every other
+// field, so a record damaged after it was written (a bad sector, a hand
+// edit) is detected instead of trusted.
+type leaseRecord struct {
+	Version     int       `json:"v"`
+	IP          string    `json:"ip"`
+	ContainerID string    `json:"containerID"`
+	IfName      string    `json:"ifName"`
+	Created     time.Time `json:"created"`
+	Sum         string    `json:"crc32c"`
+}
+
+func (r *leaseRecord) sum() string {
+	h := crc32.New(castagnoli)
+	_, _ = fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s\x00%s", r.Version, r.IP, r.ContainerID, r.IfName,
+		r.Created.UTC().Format(time.RFC3339Nano)) // a hash.Hash never fails to write
+	return fmt.Sprintf("%08x", h.Sum32())
+}
+
+func encodeLease(l store.Lease) []byte {
+	r := leaseRecord{
+		Version: recordVersion, IP: l.IP.String(), ContainerID: l.ContainerID,
+		IfName: l.IfName, Created: l.Created.UTC(),
+	}
+	r.Sum = r.sum()
+	b, _ := json.Marshal(&r) // plain strings and a time: cannot fail
+	return append(b, '\n')
+}
+
+// decodeLease decodes the record stored under the file name name. It
+// accepts exactly what encodeLease writes: one JSON object with no unknown
+// fields, a valid checksum, valid names and an address equal to name.
+func decodeLease(name string, data []byte) (store.Lease, error) {
+	var r leaseRecord
+	if err := strictDecode(data, &r); err != nil {
+		return store.Lease{}, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
+	}
+	if r.Version != recordVersion {
+		return store.Lease{}, fmt.Errorf("lease %s: version %d, want %d: %w", name, r.Version, recordVersion, store.ErrCorrupt)
+	}
+	if r.Sum != r.sum() {
+		return store.Lease{}, fmt.Errorf("lease %s: checksum mismatch: %w", name, store.ErrCorrupt)
+	}
+	ip, err := netip.ParseAddr(r.IP)
+	if err != nil || ip.String() != name || ip.Zone() != "" || ip.Is4In6() {
+		return store.Lease{}, fmt.Errorf("lease %s: records address %q: %w", name, r.IP, store.ErrCorrupt)
+	}
+	if err := store.ValidateAttachment(r.ContainerID, r.IfName); err != nil {
+		return store.Lease{}, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
+	}
+	return store.Lease{IP: ip, ContainerID: r.ContainerID, IfName: r.IfName, Created: r.Created}, nil
+}
+
+// attachRecord is the JSON of attach/<containerID>=<ifName>: the addresses
+// an attachment holds or is about to hold (see Reserve for why an entry can
+// name an address that the attachment does not hold).
+type attachRecord struct {
+	Version     int      `json:"v"`
+	ContainerID string   `json:"containerID"`
+	IfName      string   `json:"ifName"`
+	IPs         []string `json:"ips"`
+	Sum         string   `json:"crc32c"`
+}
+
+func (r *attachRecord) sum() string {
+	h := crc32.New(castagnoli)
+	_, _ = fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s", r.Version, r.ContainerID, r.IfName, strings.Join(r.IPs, ","))
+	return fmt.Sprintf("%08x", h.Sum32())
+}
+
+func encodeAttach(containerID, ifName string, ips []netip.Addr) []byte {
+	r := attachRecord{Version: recordVersion, ContainerID: containerID, IfName: ifName, IPs: []string{}}
+	for _, ip := range ips {
+		r.IPs = append(r.IPs, ip.String())
+	}
+	r.Sum = r.sum()
+	b, _ := json.Marshal(&r) // plain strings: cannot fail
+	return append(b, '\n')
+}
+
+func decodeAttach(containerID, ifName string, data []byte) ([]netip.Addr, error) {
+	var r attachRecord
+	subject := attachName(containerID, ifName)
+	if err := strictDecode(data, &r); err != nil {
+		return nil, fmt.Errorf("attachment %s: %w: %w", subject, store.ErrCorrupt, err)
+	}
+	if r.Version != recordVersion || r.Sum != r.sum() || r.ContainerID != containerID || r.IfName != ifName {
+		return nil, fmt.Errorf("attachment %s: bad version, checksum or identity: %w", subject, store.ErrCorrupt)
+	}
+	ips := make([]netip.Addr, 0, len(r.IPs))
+	for _, s := range r.IPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || ip.String() != s {
+			return nil, fmt.Errorf("attachment %s: address %q: %w", subject, s, store.ErrCorrupt)
+		}
+		if !slices.Contains(ips, ip) {
+			ips = append(ips, ip)
+		}
+	}
+	return ips, nil
+}
+
+// attachName is the file name of an attachment's index entry. A container
+// ID cannot contain '=' (store.ValidateName), so the name splits back
+// unambiguously at the first '='.
+func attachName(containerID, ifName string) string { return containerID + "=" + ifName }
+
+func splitAttachName(name string) (containerID, ifName string, ok bool) {
+	containerID, ifName, ok = strings.Cut(name, "=")
+	return containerID, ifName, ok && store.ValidateAttachment(containerID, ifName) == nil
+}
+
+func strictDecode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after the record")
+	}
+	return nil
+}

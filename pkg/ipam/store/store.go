@@ -1,0 +1,126 @@
+// Package store defines the seam between the allocator and the backends
+// that keep leases: the Store interface, the Lease record, the sentinel
+// errors and WithLock. Backends live in sub-packages (disk now, etcd later)
+// and must pass the conformance suite in storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"time"
+)
+
+// Lease is one address held by one attachment. An attachment is the CNI
+// identity of an interface: container ID plus interface name.
+type Lease struct {
+	IP          netip.Addr
+	ContainerID string
+	IfName      string
+	Created     time.Time
+}
+
+// Store keeps leases. Every method except Lock, Unlock and Close must be
+// called with the lock held; use WithLock.
+//
+// The store is the arbiter of who holds an address: Reserve is an atomic
+// create-if-absent. NextFree is a fast hint over the same data and may
+// name an address that turns out to be held; the caller then gets
+// ErrReserved from Reserve and moves on, and the store corrects its hint.
+type Store interface {
+	// Lock takes the store's exclusive lock, honouring ctx and the
+	// backend's own timeout; it returns ErrLockTimeout when they expire.
+	Lock(ctx context.Context) error
+	Unlock() error
+
+	// Reserve records l, failing with ErrReserved if l.IP is held by
+	// anyone, including l's own attachment. It records l under its
+	// attachment so that GetByID and ReleaseByID need not search.
+	Reserve(ctx context.Context, l Lease) error
+	// Release removes the lease of ip whoever holds it; ErrNotFound if none.
+	Release(ctx context.Context, ip netip.Addr) error
+	// ReleaseByID removes every lease of the attachment and returns their
+	// addresses. An unknown attachment is not an error: nil, nil.
+	ReleaseByID(ctx context.Context, containerID, ifName string) ([]netip.Addr, error)
+
+	// Get returns the lease of ip: ErrNotFound if none, ErrCorrupt if its
+	// record cannot be trusted.
+	Get(ctx context.Context, ip netip.Addr) (Lease, error)
+	// GetByID returns the leases of the attachment (none: empty, nil).
+	GetByID(ctx context.Context, containerID, ifName string) ([]Lease, error)
+	// NextFree returns the lowest address in [from, to] (same family) that
+	// the store believes unleased, or ErrNotFound. Its cost must not grow
+	// with the number of leases below from.
+	NextFree(ctx context.Context, from, to netip.Addr) (netip.Addr, error)
+
+	// Cursor returns the last address handed out in the named range set
+	// (invalid if none); SetCursor records it. The allocator resumes after
+	// it, so that a just-released address is not reused while others are
+	// free.
+	Cursor(ctx context.Context, set string) (netip.Addr, error)
+	SetCursor(ctx context.Context, set string, ip netip.Addr) error
+
+	// List returns every lease it can read. Records it cannot decode are
+	// left out and reported in the error (wrapping ErrCorrupt), so the
+	// caller gets both what is known and what is broken.
+	List(ctx context.Context) ([]Lease, error)
+
+	Close() error
+}
+
+// WithLock runs fn with s locked. An error from Unlock is joined to fn's.
+func WithLock(ctx context.Context, s Store, fn func() error) (err error) {
+	if err := s.Lock(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if uerr := s.Unlock(); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("unlock: %w", uerr))
+		}
+	}()
+	return fn()
+}
+
+// idPattern is the CNI container ID syntax (SPEC.md, "Parameters":
+// alphanumerics, hyphen, underscore, period), which is also the network
+// name syntax. Names that match it can never leave a directory.
+var idPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// MaxIDLen bounds container IDs and network names so that the file names
+// built from them stay well under the 255-byte limit of Linux file systems.
+const MaxIDLen = 200
+
+// ValidateName checks a container ID or network name; what names its
+// subject ("container ID", "network name").
+func ValidateName(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%s is empty", what)
+	case len(s) > MaxIDLen:
+		return fmt.Errorf("%s %.20q... is %d bytes long, more than %d", what, s, len(s), MaxIDLen)
+	case !idPattern.MatchString(s):
+		return fmt.Errorf("%s %q may contain only letters, digits, '_', '.' and '-', and must start with a letter or digit", what, s)
+	}
+	return nil
+}
+
+// ValidateIfName checks an interface name the way Linux does (at most 15
+// bytes, no '/', ':', whitespace, control bytes or NUL, not "." or "..").
+func ValidateIfName(s string) error {
+	if s == "" || len(s) > 15 || s == "." || s == ".." {
+		return fmt.Errorf("interface name %q must be 1 to 15 bytes and not \".\" or \"..\"", s)
+	}
+	for _, c := range []byte(s) {
+		if c <= ' ' || c == '/' || c == ':' || c == 0x7f {
+			return fmt.Errorf("interface name %q contains a forbidden byte %q", s, c)
+		}
+	}
+	return nil
+}
+
+// ValidateAttachment checks both halves of an attachment identity.
+func ValidateAttachment(containerID, ifName string) error {
+	return errors.Join(ValidateName("container ID", containerID), ValidateIfName(ifName))
+}

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
+)
+
+// migrate adopts the leases of the reference host-local plugin. host-local
+// keeps, in /var/lib/cni/networks/<network>/, one file per address named by
+// the address and holding "<container ID>\r\n<ifname>" (or, written by old
+// versions, the container ID alone), plus last_reserved_ip.<set> and lock.
+// migrate holds host-local's own lock meanwhile, so a host-local ADD on the
+// node cannot slip in, and it may be repeated: leases already adopted are
+// skipped. Switch the network's ipam type once it has run, then run it once
+// more to catch anything host-local handed out in between.
+func (c *cli) migrate(args []string) (err error) {
+	fs := c.flags("migrate")
+	from := fs.String("from-host-local", "", "host-local data directory of the network")
+	network := fs.String("network", "", "network")
+	dataDir := fs.String("data-dir", config.DefaultIPAMDataDir, "maclan-ipam data directory")
+	ifName := fs.String("ifname", "eth0", "interface name for old host-local records that lack one")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *from == "" || *network == "" {
+		return usageError("migrate needs --from-host-local and --network")
+	}
+	if err := store.ValidateName("network name", *network); err != nil {
+		return usageError(err.Error())
+	}
+	if err := store.ValidateIfName(*ifName); err != nil {
+		return usageError("--ifname: " + err.Error())
+	}
+	src := *from
+	if fi, err := os.Stat(filepath.Join(src, *network)); err == nil && fi.IsDir() {
+		src = filepath.Join(src, *network)
+	}
+	unlock, err := lockHostLocal(src, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, unlock()) }()
+
+	st, err := disk.New(*dataDir, *network, disk.Options{Log: c.log})
+	if err != nil {
+		return err
+	}
+	defer closeStore(st, &err)
+	ctx := context.Background()
+	var adopted, already int
+	var conflicts []error
+	err = store.WithLock(ctx, st, func() error {
+		entries, err := os.ReadDir(src)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", src, err)
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if set, ok := strings.CutPrefix(name, "last_reserved_ip."); ok {
+				if err := adoptCursor(ctx, st, filepath.Join(src, name), set); err != nil {
+					return err
+				}
+				continue
+			}
+			ip, perr := netip.ParseAddr(name)
+			if perr != nil || !e.Type().IsRegular() {
+				continue // lock, and anything else that is not a lease
+			}
+			l, err := readHostLocalLease(filepath.Join(src, name), ip.Unmap(), *ifName)
+			if err != nil {
+				conflicts = append(conflicts, err)
+				continue
+			}
+			err = st.Reserve(ctx, l)
+			if errors.Is(err, store.ErrReserved) {
+				held, gerr := st.Get(ctx, l.IP)
+				if gerr == nil && held.ContainerID == l.ContainerID && held.IfName == l.IfName {
+					already++
+					continue
+				}
+				conflicts = append(conflicts, err)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			adopted++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(c.stdout, "network %s: adopted %d leases from %s, %d already adopted, %d not adopted\n",
+		*network, adopted, src, already, len(conflicts)); err != nil {
+		return err
+	}
+	if len(conflicts) > 0 {
+		return fmt.Errorf("not adopted: %w", errors.Join(conflicts...))
+	}
+	return nil
+}
+
+func readHostLocalLease(path string, ip netip.Addr, defaultIfName string) (store.Lease, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return store.Lease{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return store.Lease{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	id, ifName, found := strings.Cut(strings.TrimSpace(string(b)), "\r\n")
+	if !found {
+		ifName = defaultIfName
+	}
+	l := store.Lease{IP: ip, ContainerID: strings.TrimSpace(id), IfName: strings.TrimSpace(ifName), Created: fi.ModTime()}
+	if err := store.ValidateAttachment(l.ContainerID, l.IfName); err != nil {
+		return store.Lease{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return l, nil
+}
+
+func adoptCursor(ctx context.Context, st store.Store, path, set string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	ip, err := netip.ParseAddr(strings.TrimSpace(string(b)))
+	if err != nil || store.ValidateName("range set", set) != nil {
+		return nil // a hint only: host-local's walk position is not worth failing for
+	}
+	return st.SetCursor(ctx, set, ip.Unmap())
+}
+
+// lockHostLocal takes the flock that host-local itself takes on
+// <dir>/lock, giving up after timeout.
+func lockHostLocal(dir string, timeout time.Duration) (func() error, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(dir); serr != nil {
+			return nil, fmt.Errorf("host-local directory: %w", serr)
+		}
+		return func() error { return nil }, nil // host-local never ran here
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open host-local lock: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f.Close, nil // closing drops the lock
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			_ = f.Close() // the flock error is the one to report
+			return nil, fmt.Errorf("lock %s: %w", dir, err)
+		}
+		if time.Now().After(deadline) {
+			_ = f.Close() // the timeout is the one to report
+			return nil, fmt.Errorf("lock %s: %w", dir, store.ErrLockTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
