@@ -239,10 +239,12 @@ func newLab(prefix, binDir, toolsDir string) (l *lab, err error) {
 		{l.host, "net/ipv6/conf/" + masterIf + "/accept_dad", "0"},
 		{l.host, "net/ipv6/conf/" + spareIf + "/accept_dad", "0"},
 		{l.gw, "net/ipv6/conf/" + gwIf + "/accept_dad", "0"},
-		// The gateway learns neighbours from gratuitous ARP and unsolicited
-		// NA even when it has no entry yet, so the tests can see the
-		// plugin's announcements arrive.
+		// The gateway is a router that learns neighbours from gratuitous
+		// ARP and unsolicited NA even when it has no entry yet (RFC 9131;
+		// Linux does so for NA only on a forwarding interface), so the
+		// tests can see the plugin's announcements arrive.
 		{l.gw, "net/ipv4/conf/" + gwIf + "/arp_accept", "1"},
+		{l.gw, "net/ipv6/conf/all/forwarding", "1"},
 		{l.gw, "net/ipv6/conf/" + gwIf + "/accept_untracked_na", "1"},
 	}
 	for _, s := range sysctls {
