@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,10 +28,10 @@ import (
 // tests themselves (tests of what maclan does better are expected to fail).
 var pluginType = envOr("MACLAN_TEST_PLUGIN", "maclan")
 
-// ipamType is the IPAM plugin every test delegates to. The reference
-// host-local serves until maclan-ipam lands; switching is this line (and
-// heldLeases below, which reads the IPAM's disk layout).
-const ipamType = "host-local"
+// ipamType is the IPAM plugin every test delegates to: maclan-ipam, or the
+// reference host-local with MACLAN_TEST_IPAM=host-local (heldLeases below
+// knows the disk layout of both).
+var ipamType = envOr("MACLAN_TEST_IPAM", "maclan-ipam")
 
 // The IPAM hands out .100-.199 and ::100-::1ff; tests that ask for a fixed
 // address (capability "ips") pick one from the top of the range.
@@ -328,10 +329,16 @@ func wantCNIError(t *testing.T, err error, code uint, mentions ...string) {
 }
 
 // heldLeases lists the addresses the IPAM holds in the network, read from
-// host-local's disk layout (one file per address under dataDir/<network>).
+// its disk layout: one file per address, named by the address, under
+// <dataDir>/<network>/leases (maclan-ipam) or <dataDir>/<network>
+// (host-local).
 func (n *testNet) heldLeases() []string {
 	n.t.Helper()
-	entries, err := os.ReadDir(filepath.Join(n.dataDir, n.name))
+	dir := filepath.Join(n.dataDir, n.name)
+	if ipamType == "maclan-ipam" {
+		dir = filepath.Join(dir, "leases")
+	}
+	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -340,11 +347,9 @@ func (n *testNet) heldLeases() []string {
 	}
 	var ips []string
 	for _, e := range entries {
-		name := e.Name()
-		if name == "lock" || strings.HasPrefix(name, "last_reserved_ip") {
-			continue
+		if ip, err := netip.ParseAddr(e.Name()); err == nil && e.Type().IsRegular() {
+			ips = append(ips, ip.String())
 		}
-		ips = append(ips, name)
 	}
 	sort.Strings(ips)
 	return ips
