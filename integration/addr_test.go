@@ -5,6 +5,9 @@ package integration
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -222,4 +225,55 @@ func TestGatewayLearnsNewMAC(t *testing.T) {
 	}
 	waitGwNeighbour(t, ip4, newMAC)
 	waitGwNeighbour(t, ip6, newMAC)
+}
+
+// TestAnnouncementsRepeated counts what reaches the gateway during ADD: the
+// plugin announces each address a few times (one lost frame must not leave
+// the gateway with a stale entry), not just once.
+func TestAnnouncementsRepeated(t *testing.T) {
+	const want = 2
+	ip4, ip6 := "198.51.100.170", "2001:db8:100::170"
+	mac := macFor(1)
+	capture := captureAtGateway(t)
+	n := newNet(t)
+	c := newContainer(t)
+	n.attach(n.list("1.0.0", n.mainConf()), c, "eth0").
+		withCaps(map[string]any{"mac": mac, "ips": []string{ip4 + "/24", ip6 + "/64"}}).
+		mustAdd()
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arps, nas := capture.announcements(t, net.ParseIP(ip4), net.ParseIP(ip6), hw, want)
+	if arps < want {
+		t.Errorf("gateway saw %d gratuitous ARPs for %s, want at least %d", arps, ip4, want)
+	}
+	if nas < want {
+		t.Errorf("gateway saw %d unsolicited NAs for %s, want at least %d", nas, ip6, want)
+	}
+}
+
+// TestDNSMerged: the result carries the IPAM's DNS (from its resolvConf)
+// merged with the config's "dns".
+func TestDNSMerged(t *testing.T) {
+	n := newNet(t)
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 198.51.100.53\nsearch ipam.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := n.mainConf()
+	conf["ipam"].(map[string]any)["resolvConf"] = resolv
+	conf["dns"] = map[string]any{"nameservers": []string{"2001:db8:100::53"}, "search": []string{"conf.example"}}
+	c := newContainer(t)
+	res := n.attach(n.list("1.0.0", conf), c, "eth0").mustAdd()
+	for _, want := range []string{"198.51.100.53", "2001:db8:100::53"} {
+		if !slices.Contains(res.DNS.Nameservers, want) {
+			t.Errorf("result nameservers %v lack %s", res.DNS.Nameservers, want)
+		}
+	}
+	for _, want := range []string{"ipam.example", "conf.example"} {
+		if !slices.Contains(res.DNS.Search, want) {
+			t.Errorf("result search %v lacks %s", res.DNS.Search, want)
+		}
+	}
 }

@@ -149,3 +149,53 @@ func TestDefaultMaster(t *testing.T) {
 	}
 	wantPing(t, c, gw4)
 }
+
+func TestBCQueueLen(t *testing.T) {
+	n := newNet(t)
+	conf := n.mainConf()
+	conf["bcqueuelen"] = 123
+	c := newContainer(t)
+	n.attach(n.list("1.0.0", conf), c, "eth0").mustAdd()
+	if got := c.macvlan(t, "eth0").BCQueueLen; got != 123 {
+		t.Errorf("broadcast queue length %d, want 123", got)
+	}
+}
+
+// TestLinkInContainer: with linkInContainer the master lives in the
+// container namespace (here a veth whose other end is on the switch) and
+// the macvlan is made there.
+func TestLinkInContainer(t *testing.T) {
+	const master, port = "uplink0", "p-ctr"
+	c := newContainer(t)
+	sw := theLab.sw.name
+	theLab.ip(t, "-n", sw, "link", "add", port, "type", "veth", "peer", "name", master, "netns", c.name)
+	t.Cleanup(func() {
+		if _, err := theLab.sw.nl.LinkByName(port); err == nil {
+			_ = run("ip", "-n", sw, "link", "del", port) // best effort; the lab teardown removes it anyway
+		}
+	})
+	theLab.ip(t, "-n", sw, "link", "set", port, "master", bridgeName, "up")
+	theLab.ip(t, "-n", c.name, "link", "set", master, "up")
+
+	n := newNet(t)
+	conf := n.mainConf()
+	conf["master"] = master
+	conf["linkInContainer"] = true
+	a := n.attach(n.list("1.0.0", conf), c, "eth0")
+	a.mustAdd()
+	mv := c.macvlan(t, "eth0")
+	if want := c.link(t, master).Attrs().Index; mv.ParentIndex != want {
+		t.Errorf("macvlan parent index %d, want %d (%s in the container)", mv.ParentIndex, want, master)
+	}
+	wantPing(t, c, gw4)
+	if err := a.check(); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if err := a.del(); err != nil {
+		t.Errorf("DEL: %v", err)
+	}
+	if _, err := c.nl.LinkByName("eth0"); err == nil {
+		t.Errorf("eth0 still in the container after DEL")
+	}
+	n.wantNoLeases()
+}

@@ -3,6 +3,9 @@
 package integration
 
 import (
+	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -257,4 +261,97 @@ func (n *netNS) waitSettled(t *testing.T, l netlink.Link) {
 		}
 		return true, ""
 	})
+}
+
+// frameCapture is a packet socket on the gateway's interface: it sees the
+// frames that reach the gateway.
+type frameCapture struct{ fd int }
+
+// captureAtGateway opens a capture for the rest of the test.
+func captureAtGateway(t *testing.T) *frameCapture {
+	t.Helper()
+	idx := theLab.gw.link(t, gwIf).Attrs().Index
+	var fd int
+	err := theLab.gw.ns.Do(func(ns.NetNS) error {
+		var err error
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: idx})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) }) // nothing to undo
+	// A short receive timeout lets the reader check its deadline.
+	tv := unix.Timeval{Usec: 100_000}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	return &frameCapture{fd: fd}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// announcements counts, among the frames captured, the gratuitous ARPs for
+// ip4 and the unsolicited neighbour advertisements (override set) for ip6
+// that give mac. It reads until both counts reach want or settleTimeout
+// passes.
+func (c *frameCapture) announcements(t *testing.T, ip4, ip6 net.IP, mac net.HardwareAddr, want int) (arps, nas int) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(settleTimeout)
+	for (arps < want || nas < want) && time.Now().Before(deadline) {
+		n, _, err := unix.Recvfrom(c.fd, buf, 0)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("capture: %v", err)
+		}
+		switch {
+		case isGratuitousARP(buf[:n], ip4, mac):
+			arps++
+		case isUnsolicitedNA(buf[:n], ip6, mac):
+			nas++
+		}
+	}
+	return arps, nas
+}
+
+// isGratuitousARP: an ARP request or reply whose sender and target
+// addresses are both ip, sent with mac as sender hardware address.
+func isGratuitousARP(f []byte, ip net.IP, mac net.HardwareAddr) bool {
+	const eth = 14
+	if len(f) < eth+28 || binary.BigEndian.Uint16(f[12:]) != unix.ETH_P_ARP {
+		return false
+	}
+	a := f[eth:]
+	return bytes.Equal(a[8:14], mac) && net.IP(a[14:18]).Equal(ip) && net.IP(a[24:28]).Equal(ip)
+}
+
+// isUnsolicitedNA: an ICMPv6 neighbour advertisement for ip, solicited flag
+// clear and override flag set, whose target link-layer address option is
+// mac.
+func isUnsolicitedNA(f []byte, ip net.IP, mac net.HardwareAddr) bool {
+	const eth, ip6hdr = 14, 40
+	if len(f) < eth+ip6hdr+24 || binary.BigEndian.Uint16(f[12:]) != unix.ETH_P_IPV6 {
+		return false
+	}
+	p := f[eth:]
+	if p[6] != unix.IPPROTO_ICMPV6 {
+		return false
+	}
+	icmp := p[ip6hdr:]
+	const typeNA, flagSolicited, flagOverride = 136, 0x40, 0x20
+	if icmp[0] != typeNA || icmp[4]&flagSolicited != 0 || icmp[4]&flagOverride == 0 || !net.IP(icmp[8:24]).Equal(ip) {
+		return false
+	}
+	for opts := icmp[24:]; len(opts) >= 8 && opts[1] > 0 && len(opts) >= int(opts[1])*8; opts = opts[int(opts[1])*8:] {
+		if opts[0] == 2 { // target link-layer address
+			return bytes.Equal(opts[2:8], mac)
+		}
+	}
+	return false
 }
