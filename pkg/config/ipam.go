@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -292,7 +291,7 @@ func (c *IPAMConf) collectRequests(env *ipamEnvelope, cniArgs string) error {
 			return err
 		}
 	}
-	args, err := parseIPAMCNIArgs(cniArgs)
+	args, err := ParseCNIArgs(cniArgs) // unknown keys (K8S_POD_NAME, MAC, ...) are ignored
 	if err != nil {
 		return err
 	}
@@ -342,22 +341,4 @@ func (c *IPAMConf) ExcludedPrefixes() []netip.Prefix {
 		ps[i] = e.Prefix
 	}
 	return ps
-}
-
-// parseIPAMCNIArgs splits CNI_ARGS ("K1=V1;K2=V2", SPEC.md "Parameters").
-// Unknown keys (K8S_POD_NAME, MAC, IgnoreUnknown, ...) are kept and
-// ignored by the caller; a pair without '=' is an error.
-func parseIPAMCNIArgs(s string) (map[string]string, error) {
-	args := map[string]string{}
-	for pair := range strings.SplitSeq(s, ";") {
-		if pair == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(pair, "=")
-		if !ok || k == "" {
-			return nil, invalid("CNI_ARGS: %s is not KEY=VALUE", strconv.Quote(pair))
-		}
-		args[k] = v
-	}
-	return args, nil
 }

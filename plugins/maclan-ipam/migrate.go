@@ -59,13 +59,14 @@ func (c *cli) migrate(args []string) (err error) {
 	}
 	defer closeStore(st, &err)
 	ctx := context.Background()
-	var adopted, already int
-	var conflicts []error
+	var adopted int
+	var skipped []error
 	err = store.WithLock(ctx, st, func() error {
 		entries, err := os.ReadDir(src)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", src, err)
 		}
+		var leases []store.Lease
 		for _, e := range entries {
 			name := e.Name()
 			if set, ok := strings.CutPrefix(name, "last_reserved_ip."); ok {
@@ -80,35 +81,32 @@ func (c *cli) migrate(args []string) (err error) {
 			}
 			l, err := readHostLocalLease(filepath.Join(src, name), ip.Unmap(), *ifName)
 			if err != nil {
-				conflicts = append(conflicts, err)
+				skipped = append(skipped, err)
 				continue
 			}
-			err = st.Reserve(ctx, l)
-			if errors.Is(err, store.ErrReserved) {
-				held, gerr := st.Get(ctx, l.IP)
-				if gerr == nil && held.ContainerID == l.ContainerID && held.IfName == l.IfName {
-					already++
-					continue
-				}
-				conflicts = append(conflicts, err)
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			adopted++
+			leases = append(leases, l)
+		}
+		// Import writes them in bulk; already adopted leases are skipped,
+		// addresses held by someone else are reported.
+		var ierr error
+		adopted, ierr = st.Import(ctx, leases)
+		if ierr != nil && !errors.Is(ierr, store.ErrReserved) {
+			return ierr
+		}
+		if ierr != nil {
+			skipped = append(skipped, ierr)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if _, err := fmt.Fprintf(c.stdout, "network %s: adopted %d leases from %s, %d already adopted, %d not adopted\n",
-		*network, adopted, src, already, len(conflicts)); err != nil {
+	if _, err := fmt.Fprintf(c.stdout, "network %s: %d leases of %s now held in the maclan-ipam store, %d problems\n",
+		*network, adopted, src, len(skipped)); err != nil {
 		return err
 	}
-	if len(conflicts) > 0 {
-		return fmt.Errorf("not adopted: %w", errors.Join(conflicts...))
+	if len(skipped) > 0 {
+		return fmt.Errorf("not adopted: %w", errors.Join(skipped...))
 	}
 	return nil
 }
