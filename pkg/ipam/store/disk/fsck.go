@@ -200,6 +200,15 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		at := attachment{l.ContainerID, l.IfName}
 		want[at] = append(want[at], ip)
 	}
+	if !repair {
+		// A damaged lease left in place keeps its claims: whose it is
+		// cannot be told, so its index entries are not called stale.
+		for _, ip := range corrupt {
+			for _, at := range claims[ip] {
+				want[at] = append(want[at], ip)
+			}
+		}
+	}
 	for at := range index {
 		if _, ok := want[at]; !ok {
 			want[at] = nil
