@@ -5,12 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"math/bits"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // The allocation bitmap is the store's fast answer to "which address after
@@ -26,19 +26,26 @@ import (
 // lease written just before a crash), which costs at most one failed
 // create-if-absent, after which Reserve sets the bit. Writers keep the
 // invariant by ordering: a lease is made durable before its bit is set,
-// and a bit is cleared durably before its lease is removed. A chunk that
-// fails its checksum is rebuilt from the lease file names. fsck rebuilds
-// all of it.
+// and a bit is cleared durably before its lease is removed.
+//
+// A chunk file is created whole (temporary file, fsync, rename) and then
+// updated in place: the changed 8-byte words are written with pwrite(2)
+// and the file fdatasync(2)ed. An aligned 8-byte write never straddles a
+// sector, so a crash leaves each word old or new. A chunk file of the
+// wrong size or magic is rebuilt from the lease file names; fsck compares
+// every chunk with the leases and rebuilds what disagrees.
 const (
 	chunkBits   = 16
 	chunkAddrs  = 1 << chunkBits
 	chunkWords  = chunkAddrs / 64
-	bitmapMagic = "MLB1"
-	chunkSize   = len(bitmapMagic) + chunkWords*8 + 4
+	bitmapMagic = "MLB2"
+	chunkSize   = len(bitmapMagic) + chunkWords*8
 )
 
 type chunk struct {
-	words [chunkWords]uint64
+	words  [chunkWords]uint64
+	onDisk bool         // the file exists with this content but for dirty
+	dirty  map[int]bool // words changed since read
 }
 
 func chunkBase(ip netip.Addr) netip.Addr {
@@ -71,6 +78,10 @@ func nextChunk(ip netip.Addr) netip.Addr { return chunkAddr(chunkBase(ip), chunk
 func (c *chunk) get(i int) bool { return c.words[i/64]&(1<<(i%64)) != 0 }
 
 func (c *chunk) set(i int, v bool) {
+	if c.dirty == nil {
+		c.dirty = map[int]bool{}
+	}
+	c.dirty[i/64] = true
 	if v {
 		c.words[i/64] |= 1 << (i % 64)
 	} else {
@@ -112,22 +123,21 @@ func (c *chunk) marshal() []byte {
 	for _, w := range c.words {
 		b = binary.LittleEndian.AppendUint64(b, w)
 	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return b
 }
 
 func (c *chunk) unmarshal(b []byte) error {
 	if len(b) != chunkSize || !bytes.HasPrefix(b, []byte(bitmapMagic)) {
 		return fmt.Errorf("%d bytes, want %d with magic %q", len(b), chunkSize, bitmapMagic)
 	}
-	body := b[:len(b)-4]
-	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
-		return errors.New("checksum mismatch")
-	}
 	for i := range c.words {
-		c.words[i] = binary.LittleEndian.Uint64(body[len(bitmapMagic)+8*i:])
+		c.words[i] = binary.LittleEndian.Uint64(b[len(bitmapMagic)+8*i:])
 	}
 	return nil
 }
+
+// equal compares the bits only.
+func (c *chunk) equal(o *chunk) bool { return c.words == o.words }
 
 // chunk returns the chunk of base, from the cache kept while the lock is
 // held, from its file, or rebuilt from the lease names if the file is
@@ -144,6 +154,7 @@ func (s *Store) chunk(base netip.Addr) (*chunk, error) {
 	case err != nil:
 		return nil, s.unavailable("read bitmap chunk "+base.String(), err)
 	default:
+		c.onDisk = true
 		if uerr := c.unmarshal(b); uerr != nil {
 			s.log.Warn("bitmap chunk damaged; rebuilding it from the lease files", "network", s.network, "chunk", base, "err", uerr)
 			if c, err = s.rebuildChunk(base); err != nil {
@@ -172,11 +183,38 @@ func (s *Store) rebuildChunk(base netip.Addr) (*chunk, error) {
 	return c, nil
 }
 
+// writeChunk makes the chunk's file match c durably: in place when the
+// file exists, else by creating it whole.
 func (s *Store) writeChunk(base netip.Addr, c *chunk) error {
-	if err := s.writeFile(bitmapDir, base.String(), c.marshal(), true); err != nil {
+	if c.onDisk && len(c.dirty) > 0 {
+		if err := s.patchChunk(base, c); err != nil {
+			return s.unavailable("update bitmap chunk "+base.String(), err)
+		}
+	} else if err := s.writeFile(bitmapDir, base.String(), c.marshal(), true); err != nil {
 		return s.unavailable("write bitmap chunk "+base.String(), err)
 	}
+	c.onDisk, c.dirty = true, nil
 	return nil
+}
+
+func (s *Store) patchChunk(base netip.Addr, c *chunk) error {
+	f, err := os.OpenFile(filepath.Join(s.dir, bitmapDir, base.String()), os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	var w [8]byte
+	for i := range c.dirty {
+		binary.LittleEndian.PutUint64(w[:], c.words[i])
+		if _, err := f.WriteAt(w[:], int64(len(bitmapMagic)+8*i)); err != nil {
+			_ = f.Close() // the write error is the one to report
+			return err
+		}
+	}
+	if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+		_ = f.Close() // the sync error is the one to report
+		return err
+	}
+	return f.Close()
 }
 
 // setBits sets or clears the bits of ips and writes each changed chunk

@@ -247,14 +247,15 @@ func (s *Store) readAttach(containerID, ifName string) ([]netip.Addr, error) {
 
 // writeAttach replaces an index entry durably, or removes it when ips is
 // empty.
+//
+// Removal is not fsynced: an entry that comes back after a power cut names
+// addresses its attachment no longer holds, which every reader tolerates
+// (see the package comment), so the fsync would buy nothing.
 func (s *Store) writeAttach(containerID, ifName string, ips []netip.Addr) error {
 	name := attachName(containerID, ifName)
 	if len(ips) == 0 {
 		if err := s.removeFile(attachDir, name); err != nil {
 			return s.unavailable("remove attachment "+name, err)
-		}
-		if err := syncDir(filepath.Join(s.dir, attachDir)); err != nil {
-			return s.unavailable("sync attachments", err)
 		}
 		return nil
 	}

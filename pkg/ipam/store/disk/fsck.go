@@ -290,7 +290,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		case err != nil:
 			return rep, s.unavailable("read "+rel, err)
 		default:
-			if have.unmarshal(b) == nil && have == *c {
+			if have.unmarshal(b) == nil && have.equal(c) {
 				continue
 			}
 		}
@@ -298,7 +298,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 			if c.empty() {
 				return s.removeFile(bitmapDir, base.String())
 			}
-			return s.writeChunk(base, c)
+			return s.writeChunk(base, c) // c.onDisk is false: written whole
 		}); err != nil {
 			return rep, err
 		}
