@@ -213,15 +213,25 @@ func Delete(h netlinksafe.Handle, ifName string) (deleted bool, err error) {
 
 // Expect is what Verify checks a container link against.
 type Expect struct {
-	MasterIndex int // 0: do not check the parent
+	Master      string // the master's name, for messages
+	MasterIndex int    // 0: do not check the parent
 	Mode        netlink.MacvlanMode
 	MAC         net.HardwareAddr // nil: do not check
 	MTU         int              // 0: do not check
 }
 
+// parentName names a parent link for messages; masterH is bound to the
+// namespace the parent lives in.
+func parentName(masterH netlinksafe.Handle, index int) string {
+	if l, err := masterH.LinkByIndex(index); err == nil {
+		return fmt.Sprintf("%q (index %d)", l.Attrs().Name, index)
+	}
+	return fmt.Sprintf("link index %d", index)
+}
+
 // Verify checks that ifName, in the namespace of h, is a macvlan link with
-// the expected parent, mode, MAC and MTU.
-func Verify(h netlinksafe.Handle, ifName string, want Expect) error {
+// the expected parent (in the namespace of masterH), mode, MAC and MTU.
+func Verify(h, masterH netlinksafe.Handle, ifName string, want Expect) error {
 	link, err := h.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("container interface %q: %w", ifName, err)
@@ -233,7 +243,8 @@ func Verify(h netlinksafe.Handle, ifName string, want Expect) error {
 	a := mv.Attrs()
 	switch {
 	case want.MasterIndex != 0 && a.ParentIndex != want.MasterIndex:
-		return fmt.Errorf("container interface %q hangs off link index %d, not the master (index %d)", ifName, a.ParentIndex, want.MasterIndex)
+		return fmt.Errorf("container interface %q is not a macvlan of master %q (index %d): its parent is %s",
+			ifName, want.Master, want.MasterIndex, parentName(masterH, a.ParentIndex))
 	case mv.Mode != want.Mode:
 		return fmt.Errorf("container interface %q is in macvlan mode %s, want %s", ifName, ModeName(mv.Mode), ModeName(want.Mode))
 	case want.MAC != nil && a.HardwareAddr.String() != want.MAC.String():

@@ -442,13 +442,13 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	want := macvlan.Expect{MasterIndex: master.Attrs().Index, Mode: mode, MTU: conf.MTU}
+	want := macvlan.Expect{Master: master.Attrs().Name, MasterIndex: master.Attrs().Index, Mode: mode, MTU: conf.MTU}
 	if intf.Mac != "" {
 		if want.MAC, err = net.ParseMAC(intf.Mac); err != nil {
 			return fmt.Errorf("prevResult interface %q: MAC %q: %w", intf.Name, intf.Mac, err)
 		}
 	}
-	if err := macvlan.Verify(h.cont, args.IfName, want); err != nil {
+	if err := macvlan.Verify(h.cont, h.master, args.IfName, want); err != nil {
 		return err
 	}
 	if conf.ShimEnabled() && !conf.LinkInContainer {
@@ -462,9 +462,18 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	return contNS.Do(func(ns.NetNS) error {
 		if err := ip.ValidateExpectedInterfaceIPs(args.IfName, prev.IPs); err != nil {
-			return err
+			return fmt.Errorf("container interface %q: %w", args.IfName, err)
 		}
-		return ip.ValidateExpectedRoute(prev.Routes)
+		for _, r := range prev.Routes {
+			if ip.ValidateExpectedRoute([]*types.Route{r}) != nil {
+				via := "the default gateway"
+				if r.GW != nil {
+					via = r.GW.String()
+				}
+				return fmt.Errorf("route to %s via %s from prevResult is missing in the container", r.Dst.String(), via)
+			}
+		}
+		return nil
 	})
 }
 
