@@ -41,6 +41,10 @@ type NetConf struct {
 
 	// HostShim lets the host reach its containers (see pkg/shim).
 	HostShim *HostShim `json:"hostShim,omitempty"`
+	// LogFile and LogLevel: see package logging. Without a file, warnings
+	// and failures go to stderr, which the runtime records.
+	LogFile  string `json:"logFile,omitempty"`
+	LogLevel string `json:"logLevel,omitempty"`
 	// MACFromIP derives the container's MAC from its IPv4 address when no
 	// explicit MAC is given, so that a container re-created with the same
 	// address keeps its MAC and neighbour caches stay right.

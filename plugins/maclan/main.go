@@ -7,9 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"time"
 
@@ -27,6 +27,7 @@ import (
 	"github.com/maclan-cni/maclan/pkg/cnierr"
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ifconfig"
+	"github.com/maclan-cni/maclan/pkg/logging"
 	"github.com/maclan-cni/maclan/pkg/macvlan"
 	"github.com/maclan-cni/maclan/pkg/shim"
 )
@@ -57,16 +58,37 @@ func init() {
 
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    cnierr.Wrap(cmdAdd),
-		Del:    cnierr.Wrap(cmdDel),
-		Check:  cnierr.Wrap(cmdCheck),
-		GC:     cnierr.Wrap(cmdGC),
-		Status: cnierr.Wrap(cmdStatus),
+		Add:    run("ADD", cmdAdd),
+		Del:    run("DEL", cmdDel),
+		Check:  run("CHECK", cmdCheck),
+		GC:     run("GC", cmdGC),
+		Status: run("STATUS", cmdStatus),
 	}, version.All, "CNI maclan plugin "+buildVersion)
 }
 
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "maclan: "+format+"\n", a...)
+// run wraps a command: it sets up the logger that "logFile" and "logLevel"
+// ask for, gives every error its CNI code, and logs one line per call with
+// the outcome and the duration.
+func run(verb string, fn func(*skel.CmdArgs, *slog.Logger) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		var opts logging.Options
+		network := ""
+		// A configuration that does not decode is reported by fn itself.
+		if conf, err := config.DecodeNetConf(args.StdinData); err == nil {
+			opts.File, opts.Level, network = conf.LogFile, conf.LogLevel, conf.Name
+		}
+		log, closeLog := logging.New(opts, "plugin", "maclan", "cmd", verb,
+			"container", args.ContainerID, "network", network, "ifname", args.IfName)
+		defer closeLog()
+		start := time.Now()
+		if err := fn(args, log); err != nil {
+			e := cnierr.New(err)
+			log.Error("failed", "code", e.Code, "error", e.Msg, "netns", args.Netns, "duration", time.Since(start))
+			return e
+		}
+		log.Info("ok", "duration", time.Since(start))
+		return nil
+	}
 }
 
 // handles opens netlink handles on the container namespace and on the
@@ -108,7 +130,7 @@ func openNetNS(path string) (ns.NetNS, error) {
 	return n, nil
 }
 
-func cmdAdd(args *skel.CmdArgs) (err error) {
+func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	conf, err := config.ParseNetConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -154,7 +176,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 			return
 		}
 		if _, derr := macvlan.Delete(h.cont, args.IfName); derr != nil {
-			logf("ADD %s/%s failed; removing its link failed too: %v", args.ContainerID, args.IfName, derr)
+			log.Error("removing the link after a failed ADD failed too", "error", derr)
 		}
 	}()
 
@@ -186,7 +208,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 			return
 		}
 		if derr := ipamDel(conf.IPAM.Type, args.StdinData); derr != nil {
-			logf("ADD %s/%s failed; releasing its addresses failed too: %v", args.ContainerID, args.IfName, derr)
+			log.Error("releasing the addresses after a failed ADD failed too", "ipam", conf.IPAM.Type, "error", derr)
 		}
 	}()
 	result.IPs = ipamResult.IPs
@@ -196,7 +218,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		ipc.Interface = current.Int(0)
 	}
 	if conf.MACFromIP && conf.MAC == "" {
-		if err = setMACFromIP(h.cont, link, result); err != nil {
+		if err = setMACFromIP(h.cont, link, result, log); err != nil {
 			return err
 		}
 	}
@@ -221,13 +243,15 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 			return err
 		}
 	}
+	log.Info("attached", "master", master.Attrs().Name, "mode", conf.Mode,
+		"mac", result.Interfaces[0].Mac, "ips", resultIPs(result))
 	return types.PrintResult(result, conf.CNIVersion)
 }
 
 // setMACFromIP gives the link the MAC derived from the first IPv4 address
 // of the result (the link is still down, so the change is free). The MAC is
 // derived anew from the lease at every ADD, so it can never outlive it.
-func setMACFromIP(h netlinksafe.Handle, link netlink.Link, result *current.Result) error {
+func setMACFromIP(h netlinksafe.Handle, link netlink.Link, result *current.Result, log *slog.Logger) error {
 	for _, ipc := range result.IPs {
 		ip, ok := netip.AddrFromSlice(ipc.Address.IP.To4())
 		if !ok {
@@ -240,7 +264,7 @@ func setMACFromIP(h netlinksafe.Handle, link netlink.Link, result *current.Resul
 		result.Interfaces[0].Mac = mac.String()
 		return nil
 	}
-	logf("macFromIP: no IPv4 address in the IPAM result; keeping the kernel's random MAC")
+	log.Warn("macFromIP: no IPv4 address in the IPAM result; keeping the kernel's random MAC")
 	return nil
 }
 
@@ -315,13 +339,13 @@ func ipamDel(plugin string, stdin []byte) error {
 // cmdDel removes the link and releases the addresses. It succeeds when there
 // is nothing left to do: no prior ADD, a second DEL, a netns or master that
 // has gone. It still releases the lease in all those cases.
-func cmdDel(args *skel.CmdArgs) error {
+func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {
 	conf, err := config.DecodeNetConf(args.StdinData)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	if err := deleteLink(args.Netns, args.IfName); err != nil {
+	if err := deleteLink(args.Netns, args.IfName, log); err != nil {
 		errs = append(errs, err)
 	}
 	if conf.ShimEnabled() {
@@ -364,7 +388,7 @@ func detachShim(conf *config.NetConf, id string) error {
 	return sh.Detach(id)
 }
 
-func deleteLink(netnsPath, ifName string) error {
+func deleteLink(netnsPath, ifName string, log *slog.Logger) error {
 	if netnsPath == "" {
 		return nil // the runtime has no namespace left (after a reboot, say)
 	}
@@ -386,12 +410,12 @@ func deleteLink(netnsPath, ifName string) error {
 	if _, err := macvlan.Delete(h, ifName); err != nil {
 		// Not ours (another plugin's link of that name): leave it, and do
 		// not fail DEL for ever over it.
-		logf("DEL in %s: %v", netnsPath, err)
+		log.Warn("interface left in place", "netns", netnsPath, "error", err)
 	}
 	return nil
 }
 
-func cmdCheck(args *skel.CmdArgs) error {
+func cmdCheck(args *skel.CmdArgs, _ *slog.Logger) error {
 	conf, err := config.ParseNetConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -479,7 +503,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 
 // cmdStatus reports whether an ADD could succeed now: the master exists and
 // is up, and the IPAM is ready (SPEC.md, "STATUS").
-func cmdStatus(args *skel.CmdArgs) error {
+func cmdStatus(args *skel.CmdArgs, _ *slog.Logger) error {
 	conf, err := config.DecodeNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -523,7 +547,7 @@ func masterReady(name string) error {
 
 // cmdGC forwards garbage collection to the IPAM (SPEC.md, "GC"): the links
 // themselves die with their container namespaces.
-func cmdGC(args *skel.CmdArgs) error {
+func cmdGC(args *skel.CmdArgs, _ *slog.Logger) error {
 	conf, err := config.DecodeNetConf(args.StdinData)
 	if err != nil {
 		return err
