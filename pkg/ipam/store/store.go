@@ -20,6 +20,10 @@ type Lease struct {
 	ContainerID string
 	IfName      string
 	Created     time.Time
+	// Conflict, when set, is the MAC address of a device on the LAN found
+	// answering for IP (conflict detection): the lease then holds no
+	// container but keeps the address from being handed out.
+	Conflict string
 }
 
 // Store keeps leases. Every method except Lock, Unlock and Close must be

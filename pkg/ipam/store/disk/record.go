@@ -30,6 +30,7 @@ type leaseRecord struct {
 	ContainerID string    `json:"containerID"`
 	IfName      string    `json:"ifName"`
 	Created     time.Time `json:"created"`
+	Conflict    string    `json:"conflict,omitempty"`
 	Sum         string    `json:"crc32c"`
 }
 
@@ -37,13 +38,18 @@ func (r *leaseRecord) sum() string {
 	h := crc32.New(castagnoli)
 	_, _ = fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s\x00%s", r.Version, r.IP, r.ContainerID, r.IfName,
 		r.Created.UTC().Format(time.RFC3339Nano)) // a hash.Hash never fails to write
+	if r.Conflict != "" {
+		// Only when set, so that records written before the field existed
+		// keep their checksums.
+		_, _ = fmt.Fprintf(h, "\x00%s", r.Conflict)
+	}
 	return fmt.Sprintf("%08x", h.Sum32())
 }
 
 func encodeLease(l store.Lease) []byte {
 	r := leaseRecord{
 		Version: recordVersion, IP: l.IP.String(), ContainerID: l.ContainerID,
-		IfName: l.IfName, Created: l.Created.UTC(),
+		IfName: l.IfName, Created: l.Created.UTC(), Conflict: l.Conflict,
 	}
 	r.Sum = r.sum()
 	b, _ := json.Marshal(&r) // plain strings and a time: cannot fail
@@ -71,7 +77,7 @@ func decodeLease(name string, data []byte) (store.Lease, error) {
 	if err := store.ValidateAttachment(r.ContainerID, r.IfName); err != nil {
 		return store.Lease{}, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
 	}
-	return store.Lease{IP: ip, ContainerID: r.ContainerID, IfName: r.IfName, Created: r.Created}, nil
+	return store.Lease{IP: ip, ContainerID: r.ContainerID, IfName: r.IfName, Created: r.Created, Conflict: r.Conflict}, nil
 }
 
 // attachRecord is the JSON of attach/<containerID>=<ifName>: the addresses

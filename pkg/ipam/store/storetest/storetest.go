@@ -31,6 +31,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) func() store.Store) {
 		fn   func(t *testing.T, open func() store.Store)
 	}{
 		{"reserve and get", testReserveGet},
+		{"conflict record round trip", testConflict},
 		{"reserve taken address", testReserveTaken},
 		{"reserve rejects unsafe names", testUnsafeNames},
 		{"get by attachment", testGetByID},
@@ -83,7 +84,8 @@ func mustReserve(t *testing.T, s store.Store, ls ...store.Lease) {
 }
 
 func sameLease(a, b store.Lease) bool {
-	return a.IP == b.IP && a.ContainerID == b.ContainerID && a.IfName == b.IfName && a.Created.Equal(b.Created)
+	return a.IP == b.IP && a.ContainerID == b.ContainerID && a.IfName == b.IfName && a.Created.Equal(b.Created) &&
+		a.Conflict == b.Conflict
 }
 
 func testReserveGet(t *testing.T, open func() store.Store) {
@@ -111,6 +113,30 @@ func testReserveGet(t *testing.T, open func() store.Store) {
 			t.Errorf("GetByID through a second handle = %+v, want [%+v]", got, want)
 		}
 		return err
+	})
+}
+
+func testConflict(t *testing.T, open func() store.Store) {
+	s := open()
+	want := lease("10.0.0.9", "conflict", "lan")
+	want.Conflict = "02:00:5e:10:00:01"
+	mustReserve(t, s, want)
+	locked(t, s, func() error {
+		got, err := s.Get(ctx, want.IP)
+		if err != nil {
+			return err
+		}
+		if !sameLease(got, want) {
+			t.Errorf("Get = %+v, want %+v", got, want)
+		}
+		all, err := s.List(ctx)
+		if err != nil {
+			return err
+		}
+		if len(all) != 1 || !sameLease(all[0], want) {
+			t.Errorf("List = %+v, want [%+v]", all, want)
+		}
+		return nil
 	})
 }
 
