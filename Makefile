@@ -13,7 +13,7 @@ REF_VERSION := v1.10.0
 CNITOOL_VERSION := v1.3.0
 REF_PLUGINS := main/macvlan ipam/host-local ipam/static ipam/dhcp meta/tuning meta/portmap
 
-.PHONY: all build test test-unit test-integration tools deps install demo lint clean
+.PHONY: all build test test-unit test-integration tools deps install demo lint clean bench
 
 all: build
 
@@ -51,6 +51,11 @@ test-integration: deps build tools
 install: build
 	install -d $(CNI_BIN_DIR)
 	install -m 0755 $(addprefix $(BIN)/,$(PLUGINS)) $(CNI_BIN_DIR)/
+
+# Needs root: maclan vs the reference plugins in the namespace lab; writes
+# docs/benchmarks.md and docs/ipam-scale.png.
+bench: deps build tools
+	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./bench/run.sh
 
 demo: deps build tools
 	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./demo/demo.sh
