@@ -49,6 +49,13 @@ type IPAMConf struct {
 	// Attachments is the GC list of attachments still in use; it is nil
 	// when the net conf carries no list, which is not the same as empty.
 	Attachments []types.GCAttachment `json:"-"`
+	// ConflictDetection (the net conf's top-level "conflictDetection"):
+	// probe each new IPv4 address on the LAN before handing it out. The
+	// probe goes out of Master (top-level "master"; empty: the interface of
+	// the default route), unless LinkInContainer puts it out of reach.
+	ConflictDetection bool   `json:"-"`
+	Master            string `json:"-"`
+	LinkInContainer   bool   `json:"-"`
 }
 
 // IPAMStoreConf selects where leases are kept.
@@ -126,6 +133,10 @@ type ipamEnvelope struct {
 			} `json:"network_info"`
 		} `json:"org.apache.mesos"`
 	} `json:"args"`
+	// Read from the main plugin's fields for conflict detection.
+	ConflictDetection bool   `json:"conflictDetection"`
+	Master            string `json:"master"`
+	LinkInContainer   bool   `json:"linkInContainer"`
 	// GC (SPEC.md 1.1): the attachments still in use.
 	ValidAttachments *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
 	OldAttachments   *[]types.GCAttachment `json:"cni.dev/attachments"`
@@ -156,6 +167,7 @@ func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
 		return nil, nil, invalid("decode ipam: %w", err)
 	}
 	c.Name, c.CNIVersion = env.Name, env.CNIVersion
+	c.ConflictDetection, c.Master, c.LinkInContainer = env.ConflictDetection, env.Master, env.LinkInContainer
 	if err := store.ValidateName("network name", c.Name); err != nil {
 		return nil, nil, invalid("name: %w", err)
 	}

@@ -130,6 +130,8 @@ type lsRow struct {
 	ContainerID string    `json:"containerID"`
 	IfName      string    `json:"ifName"`
 	Created     time.Time `json:"created"`
+	// Conflict is the MAC of a LAN device found using the address.
+	Conflict string `json:"conflict,omitempty"`
 }
 
 func (c *cli) ls(args []string) error {
@@ -168,7 +170,7 @@ func (c *cli) ls(args []string) error {
 			damaged = append(damaged, fmt.Errorf("network %s: %w", n, err))
 		}
 		for _, l := range leases {
-			rows = append(rows, lsRow{n, l.IP.String(), l.ContainerID, l.IfName, l.Created})
+			rows = append(rows, lsRow{n, l.IP.String(), l.ContainerID, l.IfName, l.Created, l.Conflict})
 		}
 	}
 	if *output == "json" {
@@ -179,9 +181,13 @@ func (c *cli) ls(args []string) error {
 		}
 	} else {
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-		_, _ = fmt.Fprintln(tw, "NETWORK\tIP\tCONTAINER ID\tIFNAME\tCREATED") // errors surface at Flush
+		_, _ = fmt.Fprintln(tw, "NETWORK\tIP\tCONTAINER ID\tIFNAME\tCREATED\tNOTE") // errors surface at Flush
 		for _, r := range rows {
-			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Network, r.IP, r.ContainerID, r.IfName, r.Created.Local().Format(time.RFC3339)) // errors surface at Flush
+			note := ""
+			if r.Conflict != "" {
+				note = "in use on the LAN by " + r.Conflict
+			}
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Network, r.IP, r.ContainerID, r.IfName, r.Created.Local().Format(time.RFC3339), note) // errors surface at Flush
 		}
 		if err := tw.Flush(); err != nil {
 			return err

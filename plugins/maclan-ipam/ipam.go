@@ -41,9 +41,15 @@ func add(ctx context.Context, conf *config.IPAMConf, st store.Store, containerID
 	for _, r := range conf.Requested {
 		requested = append(requested, r.IP)
 	}
-	allocs, err := newAllocator(conf, st, log).Allocate(ctx, containerID, ifName, requested)
+	alloc := newAllocator(conf, st, log)
+	allocs, err := alloc.Allocate(ctx, containerID, ifName, requested)
 	if err != nil {
 		return nil, err
+	}
+	if conf.ConflictDetection {
+		if allocs, err = avoidConflicts(ctx, conf, alloc, containerID, ifName, requested, allocs, log); err != nil {
+			return nil, err
+		}
 	}
 	res := &types100.Result{CNIVersion: types100.ImplementedSpecVersion, Routes: conf.Routes}
 	for _, a := range allocs {

@@ -56,7 +56,18 @@ type Allocation struct {
 	Set   int           // index in the range sets
 	Range iprange.Range // the range holding IP (for its subnet and gateway)
 	IP    netip.Addr
+	// Fresh: taken by this call, not held from an earlier ADD.
+	Fresh bool
 }
+
+// The attachment under which conflict records are kept: addresses found in
+// use on the LAN by a device that is not a container. Records are told apart
+// by Lease.Conflict, not by this name; an operator frees them all with
+// "maclan-ipam release --container maclan-conflict".
+const (
+	ConflictContainerID = "maclan-conflict"
+	ConflictIfName      = "lan"
+)
 
 // setName is the store's name of a range set's cursor: its index, as the
 // reference host-local names its last_reserved_ip files.
@@ -112,7 +123,7 @@ func (a *Allocator) allocateLocked(ctx context.Context, containerID, ifName stri
 			return nil, fmt.Errorf("range set %d: %w", i, err)
 		}
 		fresh = append(fresh, ip)
-		allocs = append(allocs, Allocation{Set: i, Range: set[set.RangeFor(ip)], IP: ip})
+		allocs = append(allocs, Allocation{Set: i, Range: set[set.RangeFor(ip)], IP: ip, Fresh: true})
 	}
 	return allocs, nil
 }
@@ -139,6 +150,13 @@ func (a *Allocator) rollback(ctx context.Context, ips []netip.Addr) error {
 
 func (a *Allocator) reserveStatic(ctx context.Context, containerID, ifName string, ip netip.Addr) (netip.Addr, error) {
 	err := a.st.Reserve(ctx, store.Lease{IP: ip, ContainerID: containerID, IfName: ifName, Created: a.opts.Now()})
+	if errors.Is(err, store.ErrReserved) {
+		if l, gerr := a.st.Get(ctx, ip); gerr == nil && l.Conflict != "" {
+			return netip.Addr{}, fmt.Errorf("requested address %s is in use on the LAN by %s (conflict recorded %s; "+
+				"once that device has gone: maclan-ipam release --network NAME --ip %s): %w",
+				ip, l.Conflict, l.Created.UTC().Format(time.RFC3339), ip, err)
+		}
+	}
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("requested address %s: %w", ip, err)
 	}
@@ -258,6 +276,32 @@ func (a *Allocator) reserveNext(ctx context.Context, i int, containerID, ifName 
 	return got, nil
 }
 
+// MarkConflict records that a device with MAC owner answers for ip on the
+// LAN: the attachment's lease of ip (if it holds it) becomes a conflict
+// record, so the address is not handed out again until an operator
+// releases it.
+func (a *Allocator) MarkConflict(ctx context.Context, ip netip.Addr, owner, containerID, ifName string) error {
+	return store.WithLock(ctx, a.st, func() error {
+		l, err := a.st.Get(ctx, ip)
+		switch {
+		case err == nil && l.ContainerID == containerID && l.IfName == ifName:
+			if err := a.st.Release(ctx, ip); err != nil {
+				return fmt.Errorf("release %s to record its conflict: %w", ip, err)
+			}
+		case err == nil:
+			return nil // someone else holds it now: nothing to record
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		err = a.st.Reserve(ctx, store.Lease{IP: ip, ContainerID: ConflictContainerID, IfName: ConflictIfName,
+			Created: a.opts.Now(), Conflict: owner})
+		if err != nil && !errors.Is(err, store.ErrReserved) {
+			return fmt.Errorf("record the conflict on %s: %w", ip, err)
+		}
+		return nil
+	})
+}
+
 // Release frees every address of the attachment. An unknown attachment is
 // not an error.
 func (a *Allocator) Release(ctx context.Context, containerID, ifName string) (ips []netip.Addr, err error) {
@@ -321,6 +365,9 @@ func (a *Allocator) GC(ctx context.Context, valid []Attachment) (gone []store.Le
 		}
 		stale := map[Attachment]bool{}
 		for _, l := range leases {
+			if l.Conflict != "" {
+				continue // not a container's: kept until an operator releases it
+			}
 			if at := (Attachment{l.ContainerID, l.IfName}); !keep[at] {
 				gone = append(gone, l)
 				stale[at] = true

@@ -289,3 +289,76 @@ func TestAllocateSkipsDenseBlockQuickly(t *testing.T) {
 		t.Errorf("ADD past 20,000 leases took %v", d)
 	}
 }
+
+func TestConflictRecordIsSkippedAndSurvivesGC(t *testing.T) {
+	st, _ := newStore(t)
+	a := New(st, sets(t, subnet("10.1.0.0/29")), Options{})
+	first, err := a.Allocate(ctx, "c1", "eth0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first[0].Fresh {
+		t.Errorf("first Allocate: Fresh = false, want true")
+	}
+	again, err := a.Allocate(ctx, "c1", "eth0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again[0].Fresh || again[0].IP != first[0].IP {
+		t.Errorf("repeated Allocate = %+v, want the held %s with Fresh false", again[0], first[0].IP)
+	}
+
+	// The address answers on the LAN: it becomes a conflict record.
+	if err := a.MarkConflict(ctx, first[0].IP, "02:00:00:00:00:99", "c1", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	next, err := a.Allocate(ctx, "c1", "eth0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next[0].IP == first[0].IP || !next[0].Fresh {
+		t.Errorf("Allocate after the conflict = %+v, want a fresh address other than %s", next[0], first[0].IP)
+	}
+
+	// GC with no valid attachment releases c1 but keeps the conflict.
+	if _, err := a.GC(ctx, []Attachment{}); err != nil {
+		t.Fatal(err)
+	}
+	err = store.WithLock(ctx, st, func() error {
+		l, err := st.Get(ctx, first[0].IP)
+		if err != nil {
+			return err
+		}
+		if l.Conflict != "02:00:00:00:00:99" || l.ContainerID != ConflictContainerID {
+			t.Errorf("conflict record after GC = %+v", l)
+		}
+		if _, err := st.Get(ctx, next[0].IP); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("c1's lease after GC: got %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMarkConflictLeavesOthersLeases(t *testing.T) {
+	st, _ := newStore(t)
+	a := New(st, sets(t, subnet("10.1.0.0/29")), Options{})
+	got := mustAllocate(t, a, "c1")
+	ip := netip.MustParseAddr(got[0])
+	// c2 asks to mark c1's address: nothing changes.
+	if err := a.MarkConflict(ctx, ip, "02:00:00:00:00:99", "c2", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	err := store.WithLock(ctx, st, func() error {
+		l, err := st.Get(ctx, ip)
+		if err == nil && (l.ContainerID != "c1" || l.Conflict != "") {
+			t.Errorf("lease after another attachment's MarkConflict = %+v, want c1's", l)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
