@@ -11,9 +11,10 @@ PLUGINS     := maclan maclan-ipam
 # Reference plugins and clients that the tests run beside maclan.
 REF_VERSION := v1.10.0
 CNITOOL_VERSION := v1.3.0
+CRICTL_VERSION := v1.34.0
 REF_PLUGINS := main/macvlan ipam/host-local ipam/static ipam/dhcp meta/tuning meta/portmap
 
-.PHONY: all build test test-unit test-integration tools deps install demo lint clean bench
+.PHONY: all build test test-unit test-integration tools deps install demo e2e lint clean bench
 
 all: build
 
@@ -57,8 +58,20 @@ install: build
 bench: deps build tools
 	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./bench/run.sh
 
+# DEMO_FLAGS=--keep leaves the lab up for exploring.
 demo: deps build tools
-	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./demo/demo.sh
+	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./demo/demo.sh $(DEMO_FLAGS)
+
+# containerd end to end (root; Debian's containerd and runc): a private
+# containerd in a namespace lab runs maclan for a crictl pod sandbox.
+e2e: deps build tools $(TOOLS)/loopback $(TOOLS)/crictl
+	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./e2e/run.sh
+
+$(TOOLS)/loopback:
+	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/plugins/plugins/main/loopback@$(REF_VERSION)
+
+$(TOOLS)/crictl:
+	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)
