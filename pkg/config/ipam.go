@@ -60,8 +60,12 @@ type IPAMConf struct {
 
 // IPAMStoreConf selects where leases are kept.
 type IPAMStoreConf struct {
-	Type string `json:"type"` // "disk" (default); "etcd" is reserved for later
-	Dir  string `json:"dir"`  // disk: the data directory (default DataDir)
+	Type string `json:"type"` // "disk" (default) or "etcd"
+	// Dir is, for disk, the data directory (default DataDir); for etcd,
+	// where the per-host lock file is kept (same default).
+	Dir string `json:"dir"`
+	// The etcd store; see ipam_etcd.go.
+	IPAMEtcdConf
 }
 
 // IPAMExclude is an address ("10.0.0.7") or a CIDR ("10.0.0.0/28").
@@ -176,9 +180,14 @@ func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
 	case "", "disk":
 		c.Store.Type = "disk"
 	case "etcd":
-		return nil, nil, invalid("ipam.store.type %q is not supported yet", c.Store.Type)
+		if err := c.Store.IPAMEtcdConf.validate(); err != nil {
+			return nil, nil, err
+		}
 	default:
-		return nil, nil, invalid("ipam.store.type %q is unknown (want \"disk\")", c.Store.Type)
+		return nil, nil, invalid("ipam.store.type %q is unknown (want \"disk\" or \"etcd\")", c.Store.Type)
+	}
+	if c.Store.Type != "etcd" && !c.Store.IPAMEtcdConf.empty() {
+		return nil, nil, invalid("ipam.store: endpoints, prefix, dialTimeout and tls are etcd fields, but store.type is %q", c.Store.Type)
 	}
 	switch {
 	case c.Store.Dir == "" && c.DataDir == "":

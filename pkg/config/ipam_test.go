@@ -138,7 +138,7 @@ func TestParseIPAMConf(t *testing.T) {
 		{name: "two v4 sets in 0.2.0", stdin: ipamNet("0.2.0", `{"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/24"}]]}`, ""), wantErr: "one range set per address family"},
 		{name: "legacy fields without subnet", stdin: ipamNet("1.0.0", `{"rangeStart":"10.1.0.5","ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""), wantErr: "without subnet"},
 		{name: "bad exclude", stdin: ipamNet("1.0.0", `{"exclude":["10.1.0.x"],"ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""), wantErr: "10.1.0.x"},
-		{name: "etcd not yet", stdin: ipamNet("1.0.0", `{"store":{"type":"etcd"},"ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""), wantErr: `store.type "etcd"`},
+		{name: "etcd without endpoints", stdin: ipamNet("1.0.0", `{"store":{"type":"etcd"},"ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""), wantErr: "ipam.store.endpoints"},
 		{name: "unknown store", stdin: ipamNet("1.0.0", `{"store":{"type":"s3"},"ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""), wantErr: `store.type "s3"`},
 		{name: "relative dir", stdin: ipamNet("1.0.0", `{"dataDir":"data","ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""), wantErr: `"data" is not an absolute path`},
 		{name: "dirs disagree", stdin: ipamNet("1.0.0", `{"dataDir":"/a","store":{"dir":"/b"},"ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""), wantErr: "disagree"},

@@ -18,7 +18,6 @@ import (
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
-	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
 
 func timeFromConf(conf *config.IPAMConf) time.Duration { return time.Duration(conf.LockTimeout) }
@@ -154,7 +153,7 @@ func gc(ctx context.Context, conf *config.IPAMConf, st store.Store, log *slog.Lo
 
 // status fails with cnierr.ErrNotAvailable (code 50) when an ADD could not
 // succeed: the store cannot be written, or a range set has no address left.
-func status(ctx context.Context, conf *config.IPAMConf, st *disk.Store, log *slog.Logger) error {
+func status(ctx context.Context, conf *config.IPAMConf, st pluginStore, log *slog.Logger) error {
 	if err := st.CheckWritable(); err != nil {
 		return notAvailable(err)
 	}

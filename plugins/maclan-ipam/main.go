@@ -15,7 +15,6 @@ import (
 
 	"github.com/maclan-cni/maclan/pkg/cnierr"
 	"github.com/maclan-cni/maclan/pkg/config"
-	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
 
 // buildVersion is set at link time: -ldflags "-X main.buildVersion=v1.2.3".
@@ -38,13 +37,6 @@ func main() {
 
 func logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("plugin", "maclan-ipam")
-}
-
-// openStore opens the store a configuration names.
-func openStore(conf *config.IPAMConf, log *slog.Logger) (*disk.Store, error) {
-	return disk.New(conf.Store.Dir, conf.Name, disk.Options{
-		LockTimeout: timeFromConf(conf), Log: log,
-	})
 }
 
 func cmdAdd(args *skel.CmdArgs) (err error) {

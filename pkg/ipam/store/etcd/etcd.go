@@ -152,23 +152,27 @@ func New(network string, opts Options) (*Store, error) {
 	}
 	s.lockFile = f
 
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   opts.Endpoints,
-		TLS:         opts.TLS,
-		DialTimeout: opts.DialTimeout,
-		// Block in New until connected, so that an unreachable etcd is
-		// reported at once and in one place.
-		DialOptions:          []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // the etcd client dials with DialContext
-		Logger:               zap.NewNop(),
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: opts.DialTimeout,
-	})
+	cli, err := dial(opts)
 	if err != nil {
 		_ = f.Close() // the dial error is the one to report
 		return nil, s.unavailable(fmt.Sprintf("connect within %s", opts.DialTimeout), err)
 	}
 	s.cli = cli
 	return s, nil
+}
+
+// dial connects to etcd, blocking until connected or DialTimeout, so that
+// an unreachable etcd is reported at once and in one place.
+func dial(opts Options) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:            opts.Endpoints,
+		TLS:                  opts.TLS,
+		DialTimeout:          opts.DialTimeout,
+		DialOptions:          []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // the etcd client dials with DialContext
+		Logger:               zap.NewNop(),
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: opts.DialTimeout,
+	})
 }
 
 func setDefault(d *time.Duration, def time.Duration) {

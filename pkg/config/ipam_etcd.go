@@ -1,0 +1,84 @@
+package config
+
+import (
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Defaults of the etcd store.
+const (
+	DefaultEtcdPrefix      = "/maclan"
+	DefaultEtcdDialTimeout = 2 * time.Second
+	maxEtcdDialTimeout     = time.Minute
+)
+
+// IPAMEtcdConf is the etcd part of the "store" object:
+//
+//	"store": {"type": "etcd", "endpoints": ["https://10.0.0.5:2379"],
+//	          "prefix": "/maclan", "dialTimeout": "2s",
+//	          "tls": {"ca": "/etc/maclan/ca.pem", "cert": "...", "key": "..."}}
+type IPAMEtcdConf struct {
+	Endpoints   []string     `json:"endpoints,omitempty"`
+	Prefix      string       `json:"prefix,omitempty"`
+	DialTimeout IPAMDuration `json:"dialTimeout,omitempty"`
+	TLS         *IPAMEtcdTLS `json:"tls,omitempty"`
+}
+
+// IPAMEtcdTLS names PEM files: the CA that signed etcd's certificate (empty:
+// the system's roots) and the client certificate and key (both or neither).
+type IPAMEtcdTLS struct {
+	CA   string `json:"ca"`
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+func (e *IPAMEtcdConf) empty() bool {
+	return len(e.Endpoints) == 0 && e.Prefix == "" && e.DialTimeout == 0 && e.TLS == nil
+}
+
+// validate applies the defaults and checks every field, naming it.
+func (e *IPAMEtcdConf) validate() error {
+	if len(e.Endpoints) == 0 {
+		return invalid("ipam.store.endpoints: an etcd store needs at least one endpoint")
+	}
+	secure := false
+	for i, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
+			return invalid("ipam.store.endpoints[%d] %q: want http://host:port or https://host:port", i, ep)
+		}
+		if i > 0 && secure != (u.Scheme == "https") {
+			return invalid("ipam.store.endpoints[%d] %q: mixes http and https endpoints", i, ep)
+		}
+		secure = u.Scheme == "https"
+	}
+	if e.Prefix == "" {
+		e.Prefix = DefaultEtcdPrefix
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || strings.HasSuffix(e.Prefix, "/") || strings.Contains(e.Prefix, "//") ||
+		strings.IndexFunc(e.Prefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return invalid("ipam.store.prefix %q: want a key prefix such as \"/maclan\": a leading '/', no trailing '/', no empty segment or whitespace", e.Prefix)
+	}
+	switch d := time.Duration(e.DialTimeout); {
+	case d == 0:
+		e.DialTimeout = IPAMDuration(DefaultEtcdDialTimeout)
+	case d < 0 || d > maxEtcdDialTimeout:
+		return invalid("ipam.store.dialTimeout %s is outside (0, %s]", d, maxEtcdDialTimeout)
+	}
+	if e.TLS != nil {
+		if !secure {
+			return invalid("ipam.store.tls is set but the endpoints are http://; use https://")
+		}
+		if (e.TLS.Cert == "") != (e.TLS.Key == "") {
+			return invalid("ipam.store.tls: cert and key go together (got cert %q, key %q)", e.TLS.Cert, e.TLS.Key)
+		}
+		for _, f := range []struct{ name, path string }{{"ca", e.TLS.CA}, {"cert", e.TLS.Cert}, {"key", e.TLS.Key}} {
+			if f.path != "" && !filepath.IsAbs(f.path) {
+				return invalid("ipam.store.tls.%s %q is not an absolute path", f.name, f.path)
+			}
+		}
+	}
+	return nil
+}

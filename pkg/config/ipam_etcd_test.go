@@ -1,0 +1,67 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseIPAMConfEtcd(t *testing.T) {
+	conf := func(store string) string {
+		return ipamNet("1.1.0", `{"store":`+store+`,"ranges":[[{"subnet":"10.1.0.0/24"}]]}`, "")
+	}
+	tests := []struct {
+		name, store string
+		want        func(t *testing.T, c *IPAMConf)
+		wantErr     string
+	}{
+		{name: "defaults", store: `{"type":"etcd","endpoints":["http://127.0.0.1:2379"]}`, want: func(t *testing.T, c *IPAMConf) {
+			e := c.Store.IPAMEtcdConf
+			if c.Store.Type != "etcd" || e.Prefix != "/maclan" || time.Duration(e.DialTimeout) != 2*time.Second || c.Store.Dir != DefaultIPAMDataDir || e.TLS != nil {
+				t.Errorf("got %+v", c.Store)
+			}
+		}},
+		{name: "every field", store: `{"type":"etcd","endpoints":["https://a:2379","https://b:2379"],"prefix":"/lan/prod","dialTimeout":"500ms","dir":"/run/maclan","tls":{"ca":"/etc/ca.pem","cert":"/etc/c.pem","key":"/etc/k.pem"}}`, want: func(t *testing.T, c *IPAMConf) {
+			e := c.Store.IPAMEtcdConf
+			if len(e.Endpoints) != 2 || e.Prefix != "/lan/prod" || time.Duration(e.DialTimeout) != 500*time.Millisecond || c.Store.Dir != "/run/maclan" || e.TLS.Key != "/etc/k.pem" {
+				t.Errorf("got %+v tls %+v", c.Store, e.TLS)
+			}
+		}},
+		{name: "CA only", store: `{"type":"etcd","endpoints":["https://a:2379"],"tls":{"ca":"/etc/ca.pem"}}`},
+		{name: "no endpoints", store: `{"type":"etcd","endpoints":[]}`, wantErr: "ipam.store.endpoints"},
+		{name: "endpoint without port", store: `{"type":"etcd","endpoints":["http://a"]}`, wantErr: `ipam.store.endpoints[0] "http://a"`},
+		{name: "endpoint without scheme", store: `{"type":"etcd","endpoints":["a:2379"]}`, wantErr: `endpoints[0] "a:2379"`},
+		{name: "endpoint with path", store: `{"type":"etcd","endpoints":["http://a:2379/v3"]}`, wantErr: "endpoints[0]"},
+		{name: "mixed schemes", store: `{"type":"etcd","endpoints":["https://a:2379","http://b:2379"]}`, wantErr: "endpoints[1]"},
+		{name: "relative prefix", store: `{"type":"etcd","endpoints":["http://a:2379"],"prefix":"maclan"}`, wantErr: `ipam.store.prefix "maclan"`},
+		{name: "trailing slash prefix", store: `{"type":"etcd","endpoints":["http://a:2379"],"prefix":"/maclan/"}`, wantErr: "ipam.store.prefix"},
+		{name: "prefix with space", store: `{"type":"etcd","endpoints":["http://a:2379"],"prefix":"/a b"}`, wantErr: "ipam.store.prefix"},
+		{name: "bad dial timeout", store: `{"type":"etcd","endpoints":["http://a:2379"],"dialTimeout":"2h"}`, wantErr: "ipam.store.dialTimeout 2h0m0s"},
+		{name: "unparsable dial timeout", store: `{"type":"etcd","endpoints":["http://a:2379"],"dialTimeout":"soon"}`, wantErr: "decode ipam"},
+		{name: "tls over http", store: `{"type":"etcd","endpoints":["http://a:2379"],"tls":{"ca":"/ca"}}`, wantErr: "ipam.store.tls"},
+		{name: "cert without key", store: `{"type":"etcd","endpoints":["https://a:2379"],"tls":{"cert":"/c"}}`, wantErr: "cert and key go together"},
+		{name: "relative key", store: `{"type":"etcd","endpoints":["https://a:2379"],"tls":{"cert":"/c","key":"k.pem"}}`, wantErr: `ipam.store.tls.key "k.pem"`},
+		{name: "etcd fields on disk", store: `{"type":"disk","endpoints":["http://a:2379"]}`, wantErr: "etcd fields"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseIPAMConf([]byte(conf(tt.store)), "")
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
+				}
+				if !errors.Is(err, ErrInvalid) {
+					t.Errorf("got %v, want it to wrap ErrInvalid", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got %v, want success", err)
+			}
+			if tt.want != nil {
+				tt.want(t, c)
+			}
+		})
+	}
+}
