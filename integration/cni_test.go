@@ -246,25 +246,40 @@ func (a *attachment) del() error {
 // over-long interface name, a malformed CNI_ARGS) reaches the plugin.
 func (n *testNet) execRaw(command string, stdin []byte, ctr *netNS, ifName, cniArgs string) error {
 	n.t.Helper()
-	exec := n.guardedExec()
-	pluginPath, err := exec.FindInPath(pluginType, n.path())
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	args := &invoke.Args{
+	_, err := n.execPlugin(&invoke.Args{
 		Command:       command,
 		ContainerID:   ctr.name,
 		NetNS:         ctr.path,
 		IfName:        ifName,
 		PluginArgsStr: cniArgs,
-		Path:          strings.Join(n.path(), string(os.PathListSeparator)),
+	}, stdin)
+	return err
+}
+
+// execPlugin runs the main plugin binary directly with args (CNI_PATH
+// added), as a runtime without libcni does: Mesos, or a DEL without
+// CNI_NETNS. ADD returns the result in stdin's spec version; other commands
+// return none.
+func (n *testNet) execPlugin(args *invoke.Args, stdin []byte) (types.Result, error) {
+	n.t.Helper()
+	exec := n.guardedExec()
+	pluginPath, err := exec.FindInPath(pluginType, n.path())
+	if err != nil {
+		n.t.Fatal(err)
 	}
-	return theLab.inHost(func() error {
+	args.Path = strings.Join(n.path(), string(os.PathListSeparator))
+	var res types.Result
+	err = theLab.inHost(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), pluginTimeout)
 		defer cancel()
-		_, err := invoke.ExecPluginWithResult(ctx, pluginPath, stdin, args, exec)
+		if args.Command != "ADD" {
+			return invoke.ExecPluginWithoutResult(ctx, pluginPath, stdin, args, exec)
+		}
+		var err error
+		res, err = invoke.ExecPluginWithResult(ctx, pluginPath, stdin, args, exec)
 		return err
 	})
+	return res, err
 }
 
 // cnitool runs the cnitool binary with NETCONFPATH holding list, from the

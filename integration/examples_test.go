@@ -3,19 +3,32 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
 )
 
-// TestExamples drives every file of conflist-examples/ through ADD, CHECK,
-// DEL and DEL in the lab. The examples are written for the lab's LAN (master
-// eth0, 198.51.100.0/24, 2001:db8:100::/64); the test only moves the IPAM's
-// state into a temporary directory and, when the suite runs against another
-// plugin or IPAM, swaps the types.
+// examplesWithOwnTest are the files of conflist-examples/ that TestExamples
+// leaves to a test of their client: they need a server (DHCP), are not a
+// conflist (Mesos reads single-plugin files; Multus gets the configuration
+// from Kubernetes objects), or need what the client adds (a pod's request).
+var examplesWithOwnTest = map[string]string{
+	"dhcp-maclan.conflist": "TestDHCPExample",
+	"mesos-maclan.conf":    "TestMesosExample",
+	"multus-nad.yaml":      "TestMultusExample",
+	"multus-pod.yaml":      "TestMultusExample",
+}
+
+// TestExamples drives every conflist of conflist-examples/ through ADD,
+// CHECK, DEL and DEL in the lab. The examples are written for the lab's LAN
+// (master eth0, 198.51.100.0/24, 2001:db8:100::/64); the test only moves the
+// IPAM's state into a temporary directory and, when the suite runs against
+// another plugin or IPAM, swaps the types.
 func TestExamples(t *testing.T) {
 	files, err := filepath.Glob("../conflist-examples/*.conflist")
 	if err != nil {
@@ -25,9 +38,15 @@ func TestExamples(t *testing.T) {
 		t.Fatal("no conflist-examples/*.conflist found")
 	}
 	for _, file := range files {
+		if _, ok := examplesWithOwnTest[filepath.Base(file)]; ok {
+			continue
+		}
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			n := newNet(t)
 			list := n.exampleList(file)
+			if bytes.Contains(list.Bytes, []byte(`"hostShim"`)) {
+				t.Cleanup(func() { _ = os.RemoveAll(shimState()) }) // the shim's lock file outlives it
+			}
 			c := newContainer(t)
 			a := n.attach(list, c, "eth0")
 			res := a.mustAdd()
@@ -50,43 +69,102 @@ func TestExamples(t *testing.T) {
 	}
 }
 
-// exampleList loads an example file, adapted to the test as described above.
+// TestExamplesCovered keeps the promise of conflist-examples/README.md: every
+// file there is listed in its table and loaded by a test.
+func TestExamplesCovered(t *testing.T) {
+	entries, err := os.ReadDir("../conflist-examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../conflist-examples/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sources strings.Builder
+	tests, _ := filepath.Glob("*_test.go") // a glob of a fixed pattern cannot fail
+	for _, f := range tests {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources.Write(b)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if name == "README.md" {
+			continue
+		}
+		if !strings.Contains(string(readme), "`"+name+"`") {
+			t.Errorf("conflist-examples/README.md does not list %s", name)
+		}
+		test, ok := examplesWithOwnTest[name]
+		switch {
+		case ok && !strings.Contains(sources.String(), "func "+test+"(t *testing.T)"):
+			t.Errorf("%s: its test %s does not exist", name, test)
+		case !ok && !strings.HasSuffix(name, ".conflist"):
+			t.Errorf("%s: no test loads it (add it to examplesWithOwnTest)", name)
+		}
+	}
+}
+
+// exampleList loads an example conflist, adapted to the test as described
+// above.
 func (n *testNet) exampleList(file string) *libcni.NetworkConfigList {
 	n.t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	var raw map[string]any
-	if err := json.Unmarshal(b, &raw); err != nil {
-		n.t.Fatalf("%s: %v", file, err)
-	}
-	raw["name"] = n.name
-	plugins, _ := raw["plugins"].([]any)
-	for _, p := range plugins {
-		plugin, _ := p.(map[string]any)
-		if plugin["type"] == "maclan" {
-			plugin["type"] = pluginType
-		}
-		ipam, ok := plugin["ipam"].(map[string]any)
-		if !ok {
-			continue
-		}
-		if ipam["type"] == "maclan-ipam" {
-			ipam["type"] = ipamType
-		}
-		ipam["dataDir"] = n.dataDir
-		if store, ok := ipam["store"].(map[string]any); ok {
-			store["dir"] = n.dataDir
-		}
-	}
-	b, err = json.Marshal(raw)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	list, err := libcni.NetworkConfFromBytes(b)
+	list, err := libcni.NetworkConfFromBytes(n.adaptExample(file, b))
 	if err != nil {
 		n.t.Fatalf("%s: %v", file, err)
 	}
 	return list
+}
+
+// adaptExample renames the network of an example configuration (a conflist
+// or a single plugin's) to the test's, and adapts each plugin with
+// adaptPlugin.
+func (n *testNet) adaptExample(what string, b []byte) []byte {
+	n.t.Helper()
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		n.t.Fatalf("%s: %v", what, err)
+	}
+	raw["name"] = n.name
+	if plugins, ok := raw["plugins"].([]any); ok {
+		for _, p := range plugins {
+			plugin, _ := p.(map[string]any)
+			n.adaptPlugin(plugin)
+		}
+	} else {
+		n.adaptPlugin(raw)
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return b
+}
+
+// adaptPlugin swaps the plugin and IPAM types for the ones under test and
+// moves the IPAM's state into the test's directory.
+func (n *testNet) adaptPlugin(plugin map[string]any) {
+	if plugin["type"] == "maclan" {
+		plugin["type"] = pluginType
+	}
+	ipam, ok := plugin["ipam"].(map[string]any)
+	if !ok {
+		return
+	}
+	if ipam["type"] == "maclan-ipam" {
+		ipam["type"] = ipamType
+	}
+	if ipam["type"] == "dhcp" {
+		return // its state is the DHCP server's
+	}
+	ipam["dataDir"] = n.dataDir
+	if store, ok := ipam["store"].(map[string]any); ok {
+		store["dir"] = n.dataDir
+	}
 }
