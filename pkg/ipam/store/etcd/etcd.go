@@ -521,8 +521,9 @@ func (s *Store) Release(ctx context.Context, ip netip.Addr) error {
 
 // ReleaseByID removes the attachment's leases through its index keys. A
 // lease whose create revision equals its index key's was written with it
-// in one transaction and so is the attachment's; the common case takes
-// one read and one transaction.
+// in one transaction and so is the attachment's: the common case takes one
+// read and one transaction. Otherwise (a lease re-indexed by fsck) the
+// leases are read and those the attachment holds are deleted.
 func (s *Store) ReleaseByID(ctx context.Context, containerID, ifName string) ([]netip.Addr, error) {
 	if err := s.requireLock("release"); err != nil {
 		return nil, err
@@ -532,7 +533,7 @@ func (s *Store) ReleaseByID(ctx context.Context, containerID, ifName string) ([]
 	}
 	subject := containerID + "/" + ifName
 	prefix := s.attachPrefix(containerID, ifName)
-	for range 5 {
+	for range 5 { // a concurrent change of the same keys is rare; retry a few times
 		rctx, cancel := s.request(ctx)
 		resp, err := s.cli.Get(rctx, prefix, clientv3.WithPrefix())
 		cancel()
@@ -542,29 +543,17 @@ func (s *Store) ReleaseByID(ctx context.Context, containerID, ifName string) ([]
 		if len(resp.Kvs) == 0 {
 			return nil, nil
 		}
-		var ips []netip.Addr
-		var cmps []clientv3.Cmp
-		ops := []clientv3.Op{clientv3.OpDelete(prefix, clientv3.WithPrefix())}
-		for _, kv := range resp.Kvs {
-			ip, ok := parseAddrKey(strings.TrimPrefix(string(kv.Key), prefix))
-			if !ok {
-				continue // a stray key under the prefix goes with the prefix
-			}
-			ips = append(ips, ip)
-			lk := s.leaseKey(ip)
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(lk), "=", kv.CreateRevision))
-			ops = append(ops, clientv3.OpDelete(lk))
+		if len(resp.Kvs) > maxTxnOps/2 {
+			return nil, fmt.Errorf("release %s: %d index keys, more than one transaction holds: %w", subject, len(resp.Kvs), store.ErrCorrupt)
 		}
-		if len(cmps) > maxTxnOps-1 {
-			return nil, fmt.Errorf("release %s: %d index keys, more than one transaction holds: %w", subject, len(cmps), store.ErrCorrupt)
+		ips, done, err := s.releaseFast(ctx, prefix, resp.Kvs)
+		if err == nil && !done {
+			ips, done, err = s.releaseSlow(ctx, containerID, ifName, resp.Kvs)
 		}
-		rctx, cancel = s.request(ctx)
-		tresp, err := s.cli.Txn(rctx).If(cmps...).Then(ops...).Commit()
-		cancel()
 		if err != nil {
-			return nil, s.unavailable("release "+subject, err)
+			return nil, fmt.Errorf("release %s: %w", subject, err)
 		}
-		if tresp.Succeeded {
+		if done {
 			for _, kv := range resp.Kvs {
 				delete(s.pending, string(kv.Key))
 			}
@@ -573,37 +562,101 @@ func (s *Store) ReleaseByID(ctx context.Context, containerID, ifName string) ([]
 			}
 			return ips, nil
 		}
-		// Some lease is not the one written with its index key: the
-		// index is stale (outside damage, or a lease released by address
-		// and taken again). Drop those index keys and try again.
-		if err := s.dropStaleIndex(ctx, containerID, ifName, resp.Kvs); err != nil {
-			return nil, fmt.Errorf("release %s: %w", subject, err)
-		}
 	}
 	return nil, fmt.Errorf("release %s: the index kept changing under us: %w", subject, store.ErrUnavailable)
 }
 
-// dropStaleIndex deletes the index keys of an attachment whose lease is
-// missing or was not written with them.
-func (s *Store) dropStaleIndex(ctx context.Context, containerID, ifName string, index []*mvccKV) error {
-	prefix := s.attachPrefix(containerID, ifName)
+// indexAddrs returns the addresses named by an attachment's index keys.
+func indexAddrs(prefix string, index []*mvccKV) []netip.Addr {
+	var ips []netip.Addr
+	for _, kv := range index {
+		if ip, ok := parseAddrKey(strings.TrimPrefix(string(kv.Key), prefix)); ok {
+			ips = append(ips, ip)
+		}
+	}
+	return ips
+}
+
+// releaseFast deletes the index and the leases written with it, if every
+// lease still has its index key's create revision.
+func (s *Store) releaseFast(ctx context.Context, prefix string, index []*mvccKV) ([]netip.Addr, bool, error) {
+	var cmps []clientv3.Cmp
+	ops := []clientv3.Op{clientv3.OpDelete(prefix, clientv3.WithPrefix())}
+	ips := indexAddrs(prefix, index)
 	for _, kv := range index {
 		ip, ok := parseAddrKey(strings.TrimPrefix(string(kv.Key), prefix))
 		if !ok {
-			continue
+			continue // a stray key under the prefix goes with the prefix
 		}
 		lk := s.leaseKey(ip)
-		rctx, cancel := s.request(ctx)
-		_, err := s.cli.Txn(rctx).
-			If(clientv3.Compare(clientv3.CreateRevision(lk), "!=", kv.CreateRevision), clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
-			Then(clientv3.OpDelete(string(kv.Key))).
-			Commit()
-		cancel()
-		if err != nil {
-			return s.unavailable("drop stale index key "+string(kv.Key), err)
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(lk), "=", kv.CreateRevision))
+		ops = append(ops, clientv3.OpDelete(lk))
+	}
+	rctx, cancel := s.request(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(rctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return nil, false, s.unavailable("release", err)
+	}
+	return ips, resp.Succeeded, nil
+}
+
+// releaseSlow reads the leases the index names and deletes, with the
+// index, those the attachment holds, if none changed since read.
+func (s *Store) releaseSlow(ctx context.Context, containerID, ifName string, index []*mvccKV) ([]netip.Addr, bool, error) {
+	prefix := s.attachPrefix(containerID, ifName)
+	named := indexAddrs(prefix, index)
+	kvs, err := s.getLeases(ctx, named)
+	if err != nil {
+		return nil, false, err
+	}
+	var ips []netip.Addr
+	var cmps []clientv3.Cmp
+	ops := []clientv3.Op{clientv3.OpDelete(prefix, clientv3.WithPrefix())}
+	for i, kv := range kvs {
+		lk := s.leaseKey(named[i])
+		if kv == nil {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(lk), "=", 0))
+			continue
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(lk), "=", kv.ModRevision))
+		if l, err := decodeLease(named[i], kv.Value); err == nil && l.ContainerID == containerID && l.IfName == ifName {
+			ips = append(ips, named[i])
+			ops = append(ops, clientv3.OpDelete(lk))
+		} // someone else's, or damaged (left for fsck)
+	}
+	rctx, cancel := s.request(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(rctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return nil, false, s.unavailable("release", err)
+	}
+	return ips, resp.Succeeded, nil
+}
+
+// getLeases reads the lease keys of ips in one transaction; nil where a
+// lease is absent.
+func (s *Store) getLeases(ctx context.Context, ips []netip.Addr) ([]*mvccKV, error) {
+	if len(ips) > maxTxnOps {
+		return nil, fmt.Errorf("%d addresses, more than one transaction holds: %w", len(ips), store.ErrCorrupt)
+	}
+	gets := make([]clientv3.Op, len(ips))
+	for i, ip := range ips {
+		gets[i] = clientv3.OpGet(s.leaseKey(ip))
+	}
+	rctx, cancel := s.request(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(rctx).Then(gets...).Commit()
+	if err != nil {
+		return nil, s.unavailable("read leases", err)
+	}
+	out := make([]*mvccKV, len(ips))
+	for i, r := range resp.Responses {
+		if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+			out[i] = kvs[0]
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // Get returns the lease of ip.
@@ -648,32 +701,17 @@ func (s *Store) GetByID(ctx context.Context, containerID, ifName string) ([]stor
 	if len(resp.Kvs) == 0 {
 		return nil, nil
 	}
-	index := map[netip.Addr]*mvccKV{}
-	var gets []clientv3.Op
-	var ips []netip.Addr
-	for _, kv := range resp.Kvs {
-		if ip, ok := parseAddrKey(strings.TrimPrefix(string(kv.Key), prefix)); ok {
-			index[ip] = kv
-			ips = append(ips, ip)
-			gets = append(gets, clientv3.OpGet(s.leaseKey(ip)))
-		}
-	}
-	if len(gets) > maxTxnOps {
-		return nil, fmt.Errorf("get %s: %d index keys, more than one transaction holds: %w", subject, len(gets), store.ErrCorrupt)
-	}
-	rctx, cancel = s.request(ctx)
-	tresp, err := s.cli.Txn(rctx).Then(gets...).Commit()
-	cancel()
+	ips := indexAddrs(prefix, resp.Kvs)
+	kvs, err := s.getLeases(ctx, ips)
 	if err != nil {
-		return nil, s.unavailable("get "+subject, err)
+		return nil, fmt.Errorf("get %s: %w", subject, err)
 	}
 	var leases []store.Lease
-	for i, r := range tresp.Responses {
-		kvs := r.GetResponseRange().Kvs
-		if len(kvs) == 0 || kvs[0].CreateRevision != index[ips[i]].CreateRevision {
-			continue // a stale index key: not this attachment's lease
+	for i, kv := range kvs {
+		if kv == nil {
+			continue // a stale index key (fsck reports it)
 		}
-		l, err := decodeLease(ips[i], kvs[0].Value)
+		l, err := decodeLease(ips[i], kv.Value)
 		if err != nil {
 			return nil, err
 		}
@@ -681,9 +719,13 @@ func (s *Store) GetByID(ctx context.Context, containerID, ifName string) ([]stor
 			continue
 		}
 		leases = append(leases, l)
-		if kvs[0].Lease != 0 && clientv3.LeaseID(kvs[0].Lease) != s.ttl {
-			ik := string(index[ips[i]].Key)
-			s.pending[string(kvs[0].Key)], s.pending[ik] = clientv3.LeaseID(kvs[0].Lease), clientv3.LeaseID(index[ips[i]].Lease)
+		if kv.Lease != 0 && clientv3.LeaseID(kv.Lease) != s.ttl {
+			ik := s.attachKey(containerID, ifName, ips[i])
+			for _, ikv := range resp.Kvs {
+				if string(ikv.Key) == ik {
+					s.pending[string(kv.Key)], s.pending[ik] = clientv3.LeaseID(kv.Lease), clientv3.LeaseID(ikv.Lease)
+				}
+			}
 		}
 	}
 	return leases, nil

@@ -39,8 +39,8 @@ type FsckReport struct {
 }
 
 // Fsck reads the whole network at one revision and checks that every
-// lease decodes and has the index key written with it (same create
-// revision), and that every index key has its lease. Since both are
+// lease decodes and is named by its holder's index, and that every index
+// key names a lease of its attachment. Since both are
 // always written and deleted in one transaction, only outside damage (a
 // hand edit with etcdctl) finds anything. With repair: an orphan lease is
 // indexed, a stale index key deleted, a damaged lease deleted (which frees
@@ -61,6 +61,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 		id, ifName string
 	}
 	leases := map[netip.Addr]*mvccKV{}
+	holders := map[netip.Addr]store.Lease{} // the leases that decode
 	index := map[netip.Addr][]indexEntry{}
 	attachments := map[string]bool{}
 	var problems []struct {
@@ -114,42 +115,33 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 		l, err := decodeLease(ip, kv.Value)
 		if err != nil {
 			// Its holder is unknown: deleting it frees the address.
-			ops := []clientv3.Op{clientv3.OpDelete(string(kv.Key))}
-			for _, e := range index[ip] {
-				if e.kv.CreateRevision == kv.CreateRevision {
-					ops = append(ops, clientv3.OpDelete(string(e.kv.Key)))
-				}
-			}
+			// Its index keys show up as stale below.
 			note(Problem{Kind: "corrupt-lease", Key: string(kv.Key), Detail: err.Error() + "; repair deletes it, which frees the address"},
-				func() error { return s.ifUnchanged(ctx, kv, ops...) })
+				deleteIfUnchanged(kv))
 			continue
 		}
 		rep.Leases++
 		attachments[l.ContainerID+"="+l.IfName] = true
+		holders[ip] = l
 		found := false
 		for _, e := range index[ip] {
-			found = found || (e.id == l.ContainerID && e.ifName == l.IfName && e.kv.CreateRevision == kv.CreateRevision)
+			found = found || (e.id == l.ContainerID && e.ifName == l.IfName)
 		}
 		if !found {
 			ik := s.attachKey(l.ContainerID, l.IfName, ip)
-			note(Problem{Kind: "orphan-lease", Key: string(kv.Key), Detail: fmt.Sprintf("held by %s/%s, which has no index key written with it", l.ContainerID, l.IfName)},
-				func() error {
-					// Rewrite both in one transaction, so that they share
-					// a create revision again (the lease keeps its record).
-					return s.ifUnchanged(ctx, kv, clientv3.OpDelete(ik), clientv3.OpDelete(string(kv.Key)),
-						clientv3.OpPut(string(kv.Key), string(kv.Value)), clientv3.OpPut(ik, ""))
-				})
+			note(Problem{Kind: "orphan-lease", Key: string(kv.Key), Detail: fmt.Sprintf("held by %s/%s, whose index does not name it", l.ContainerID, l.IfName)},
+				func() error { return s.ifUnchanged(ctx, kv, clientv3.OpPut(ik, "")) })
 		}
 	}
 	for ip, entries := range index {
 		for _, e := range entries {
-			kv := leases[ip]
-			if kv != nil && kv.CreateRevision == e.kv.CreateRevision {
+			l, ok := holders[ip]
+			if ok && l.ContainerID == e.id && l.IfName == e.ifName {
 				continue
 			}
 			detail := "names " + ip.String() + ", which has no lease"
-			if kv != nil {
-				detail = "names " + ip.String() + ", whose lease was not written with it"
+			if _, present := leases[ip]; present {
+				detail = "names " + ip.String() + ", whose lease is someone else's or damaged"
 			}
 			note(Problem{Kind: "stale-index", Key: string(e.kv.Key), Detail: detail}, deleteIfUnchanged(e.kv))
 		}

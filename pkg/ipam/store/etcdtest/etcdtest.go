@@ -82,6 +82,9 @@ func Start(t testing.TB, opts Options) *Server {
 		opts.ClientAddr, opts.PeerAddr = ports[0], ports[1]
 	}
 	s := &Server{t: t, opts: opts, dataDir: t.TempDir()}
+	if err := os.Chmod(s.dataDir, 0o700); err != nil { // etcd warns about anything wider
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
