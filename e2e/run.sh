@@ -25,10 +25,14 @@ WORK=$(mktemp -d /tmp/maclan-e2e.XXXXXX)
 SOCK=$WORK/containerd.sock
 CTRD_PID=
 POD=
+# containerd 1.6 keeps shim sockets under /run/containerd/s whatever its
+# state directory; the directories it makes there are removed if they were not
+# there before.
+[ -e /run/containerd ] && HAD_RUN_CONTAINERD=1 || HAD_RUN_CONTAINERD=
 passed=0
 failed=0
 
-say() { printf '\n== %s\n' "$*"; }
+say() { printf '\n== [%3ds] %s\n' "$SECONDS" "$*"; }
 pass() { passed=$((passed + 1)); printf 'PASS  %s\n' "$*"; }
 fail() { failed=$((failed + 1)); printf 'FAIL  %s\n' "$*"; }
 # check DESCRIPTION COMMAND...: one test line.
@@ -67,6 +71,7 @@ cleanup() {
 	findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | while read -r m; do umount -l "$m"; done
 	for n in gw host sw; do ip netns del "$P$n" 2>/dev/null; done
 	rm -rf --one-file-system "$WORK"
+	[ -n "$HAD_RUN_CONTAINERD" ] || rmdir /run/containerd/s /run/containerd 2>/dev/null
 	[ "$rc" -eq 0 ] || [ "$failed" -gt 0 ] || fail "aborted (exit $rc)"
 	printf '\n%d passed, %d failed\n' "$passed" "$failed"
 	[ "$failed" -eq 0 ] || exit 1
@@ -117,9 +122,11 @@ ln -s "$BIN/maclan-ipam" "$WORK/cni-bin/maclan-ipam"
 ln -s "$TOOLS/loopback" "$WORK/cni-bin/loopback"
 cat >"$WORK/cni-bin/maclan" <<EOF
 #!/bin/sh
-"$BIN/maclan" "\$@"
+in=\$(cat)
+printf '%s' "\$in" | "$BIN/maclan" "\$@"
 rc=\$?
-printf '%s netns=%s rc=%s\n' "\$CNI_COMMAND" "\${CNI_NETNS:-none}" "\$rc" >>"$WORK/calls.log"
+ver=\$(printf '%s' "\$in" | grep -o '"cniVersion": *"[^"]*"' | head -1 | cut -d'"' -f4)
+printf '%s netns=%s version=%s rc=%s\n' "\$CNI_COMMAND" "\${CNI_NETNS:-none}" "\$ver" "\$rc" >>"$WORK/calls.log"
 exit \$rc
 EOF
 chmod +x "$WORK/cni-bin/maclan"
@@ -155,6 +162,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "$WORK/runc"
 EOF
 
 say "containerd in the lab's host namespace"
@@ -191,7 +200,7 @@ cat >"$WORK/pod.json" <<EOF
   "linux": {"security_context": {"namespace_options": {"network": 0}}}
 }
 EOF
-POD=$(cri runp "$WORK/pod.json") || { tail -30 "$WORK/containerd.log"; die "crictl runp"; }
+POD=$(cri runp "$WORK/pod.json" 2>>"$WORK/crictl.log") || { tail -30 "$WORK/containerd.log"; die "crictl runp"; }
 pass "crictl runp: sandbox ${POD:0:13}"
 PID=$(cri inspectp -o go-template --template '{{.info.pid}}' "$POD")
 POD_IP=$(cri inspectp -o go-template --template '{{.status.network.ip}}' "$POD")
@@ -221,8 +230,9 @@ check "after rmp, the pod is gone" eval '[ -z "$(cri pods -q)" ]'
 POD=
 echo "plugin calls recorded by the wrapper:"
 sed 's/^/  /' "$WORK/calls.log"
-check "containerd ran ADD once, with a netns" eval '[ "$(grep -c "^ADD netns=/.* rc=0$" "$WORK/calls.log")" = 1 ]'
+check "containerd ran ADD once, with a netns, at cniVersion 1.0.0 (from cniVersions)" \
+	eval '[ "$(grep -c "^ADD netns=/.* version=1.0.0 rc=0$" "$WORK/calls.log")" = 1 ]'
 check "DEL with the netns succeeded" eval 'grep -q "^DEL netns=/.* rc=0$" "$WORK/calls.log"'
-check "DEL without a netns succeeded" eval 'grep -q "^DEL netns=none rc=0$" "$WORK/calls.log"'
+check "DEL without a netns succeeded" eval 'grep -q "^DEL netns=none .*rc=0$" "$WORK/calls.log"'
 check "no plugin call failed" eval '! grep -qv " rc=0$" "$WORK/calls.log"'
 check "the lab host has no macvlan left" eval '[ -z "$(ip -n "${P}host" -o link show type macvlan)" ]'
