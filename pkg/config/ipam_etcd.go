@@ -82,3 +82,7 @@ func (e *IPAMEtcdConf) validate() error {
 	}
 	return nil
 }
+
+// ValidateEtcd applies the defaults to an etcd store object given outside
+// a net conf (the operator tool's flags) and checks it.
+func ValidateEtcd(e *IPAMEtcdConf) error { return e.validate() }

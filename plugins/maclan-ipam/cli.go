@@ -18,7 +18,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
@@ -31,7 +30,13 @@ const usage = `usage: maclan-ipam COMMAND [flags]   (run by a CNI runtime when C
   migrate --from-host-local DIR --network N [--data-dir D] [--ifname IF]
           adopt the leases of the reference host-local plugin (DIR is
           /var/lib/cni/networks/N or its parent)
+  migrate --from disk --to etcd --network N [--data-dir D] --etcd-endpoints E
+          copy a host's directory store of network N into the etcd store
   version
+
+  ls, release and fsck act on the etcd store instead of the directory store
+  when given --etcd-endpoints E[,E...] [--etcd-prefix P]
+  [--etcd-ca F --etcd-cert F --etcd-key F].
 `
 
 // cli runs one operator command. Exit codes: 0 ok, 1 failure or problems
@@ -136,7 +141,7 @@ type lsRow struct {
 
 func (c *cli) ls(args []string) error {
 	fs := c.flags("ls")
-	dataDir := fs.String("data-dir", config.DefaultIPAMDataDir, "data directory")
+	sf := c.storeFlags(fs)
 	network := fs.String("network", "", "network (default: all)")
 	output := fs.String("o", "table", "output: table or json")
 	if err := parseFlags(fs, args); err != nil {
@@ -145,14 +150,14 @@ func (c *cli) ls(args []string) error {
 	if *output != "table" && *output != "json" {
 		return usageError(fmt.Sprintf("-o %q: want table or json", *output))
 	}
-	nets, err := networks(*dataDir, *network)
+	nets, err := sf.networks(*network)
 	if err != nil {
 		return err
 	}
 	rows := []lsRow{}
 	var damaged []error
 	for _, n := range nets {
-		st, err := c.open(*dataDir, n)
+		st, err := sf.open(n)
 		if err != nil {
 			return err
 		}
@@ -201,7 +206,7 @@ func (c *cli) ls(args []string) error {
 
 func (c *cli) release(args []string) (err error) {
 	fs := c.flags("release")
-	dataDir := fs.String("data-dir", config.DefaultIPAMDataDir, "data directory")
+	sf := c.storeFlags(fs)
 	network := fs.String("network", "", "network")
 	ipFlag := fs.String("ip", "", "address to release")
 	id := fs.String("container", "", "container ID whose leases to release")
@@ -212,7 +217,7 @@ func (c *cli) release(args []string) (err error) {
 	if *network == "" || (*ipFlag == "") == (*id == "") {
 		return usageError("release needs --network and exactly one of --ip and --container")
 	}
-	st, err := c.open(*dataDir, *network)
+	st, err := sf.open(*network)
 	if err != nil {
 		return err
 	}
@@ -258,33 +263,31 @@ func (c *cli) release(args []string) (err error) {
 
 func (c *cli) fsck(args []string) error {
 	fs := c.flags("fsck")
-	dataDir := fs.String("data-dir", config.DefaultIPAMDataDir, "data directory")
+	sf := c.storeFlags(fs)
 	network := fs.String("network", "", "network (default: all)")
 	repair := fs.Bool("repair", false, "repair what is found")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	nets, err := networks(*dataDir, *network)
+	nets, err := sf.networks(*network)
 	if err != nil {
 		return err
 	}
 	unrepaired := 0
 	for _, n := range nets {
-		st, err := c.open(*dataDir, n)
+		st, err := sf.open(n)
 		if err != nil {
 			return err
 		}
-		var rep disk.FsckReport
+		var rep fsckReport
 		err = store.WithLock(context.Background(), st, func() error {
 			var ferr error
-			rep, ferr = st.Fsck(context.Background(), *repair)
+			rep, ferr = fsckStore(context.Background(), st, *repair)
 			return ferr
 		})
 		err = errors.Join(err, st.Close())
-		for _, p := range rep.Problems {
-			if !p.Repaired {
-				unrepaired++
-			}
+		unrepaired += rep.unrepaired
+		for _, p := range rep.problems {
 			if _, werr := fmt.Fprintf(c.stdout, "%s: %s\n", n, p); werr != nil {
 				return werr
 			}
@@ -292,7 +295,7 @@ func (c *cli) fsck(args []string) error {
 		if err != nil {
 			return fmt.Errorf("network %s: %w", n, err)
 		}
-		if _, err := fmt.Fprintf(c.stdout, "%s: %d leases, %d attachments, %d problems\n", n, rep.Leases, rep.Attachments, len(rep.Problems)); err != nil {
+		if _, err := fmt.Fprintf(c.stdout, "%s: %d leases, %d attachments, %d problems%s\n", n, rep.leases, rep.attachments, len(rep.problems), rep.note); err != nil {
 			return err
 		}
 	}

@@ -26,6 +26,9 @@ import (
 // skipped. Switch the network's ipam type once it has run, then run it once
 // more to catch anything host-local handed out in between.
 func (c *cli) migrate(args []string) (err error) {
+	if betweenStores(args) {
+		return c.migrateStores(args)
+	}
 	fs := c.flags("migrate")
 	from := fs.String("from-host-local", "", "host-local data directory of the network")
 	network := fs.String("network", "", "network")

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
+	"github.com/maclan-cni/maclan/pkg/ipam/store/etcd"
+)
+
+// storeFlags select the store an operator command acts on: the directory
+// store under --data-dir, or, with --etcd-endpoints, the etcd store (whose
+// per-host lock file is kept under --data-dir).
+type storeFlags struct {
+	c                 *cli
+	dataDir           *string
+	endpoints, prefix *string
+	ca, cert, key     *string
+	dialTimeout       *config.IPAMDuration
+}
+
+func (c *cli) storeFlags(fs *flag.FlagSet) *storeFlags {
+	f := &storeFlags{
+		c:         c,
+		dataDir:   fs.String("data-dir", config.DefaultIPAMDataDir, "data directory (etcd: where the host's lock file is)"),
+		endpoints: fs.String("etcd-endpoints", "", "comma-separated etcd endpoints: act on the etcd store"),
+		prefix:    fs.String("etcd-prefix", config.DefaultEtcdPrefix, "etcd key prefix"),
+		ca:        fs.String("etcd-ca", "", "etcd TLS: CA file"),
+		cert:      fs.String("etcd-cert", "", "etcd TLS: client certificate file"),
+		key:       fs.String("etcd-key", "", "etcd TLS: client key file"),
+	}
+	return f
+}
+
+func (f *storeFlags) isEtcd() bool { return *f.endpoints != "" }
+
+// etcdConf checks the etcd flags the way a network configuration's store
+// object is checked.
+func (f *storeFlags) etcdConf() (config.IPAMStoreConf, error) {
+	sc := config.IPAMStoreConf{Type: "etcd", Dir: *f.dataDir}
+	sc.Endpoints = strings.Split(*f.endpoints, ",")
+	sc.Prefix = *f.prefix
+	if *f.ca != "" || *f.cert != "" || *f.key != "" {
+		sc.TLS = &config.IPAMEtcdTLS{CA: *f.ca, Cert: *f.cert, Key: *f.key}
+	}
+	if err := config.ValidateEtcd(&sc.IPAMEtcdConf); err != nil {
+		return sc, usageError(err.Error())
+	}
+	return sc, nil
+}
+
+func (f *storeFlags) etcdOptions() (etcd.Options, error) {
+	sc, err := f.etcdConf()
+	if err != nil {
+		return etcd.Options{}, err
+	}
+	opts, err := etcdOptions(sc)
+	opts.Log = f.c.log
+	return opts, err
+}
+
+// networks lists the networks the store holds, or just the one named.
+func (f *storeFlags) networks(network string) ([]string, error) {
+	if !f.isEtcd() {
+		return networks(*f.dataDir, network)
+	}
+	if network != "" {
+		return []string{network}, nil
+	}
+	opts, err := f.etcdOptions()
+	if err != nil {
+		return nil, err
+	}
+	return etcd.Networks(context.Background(), opts)
+}
+
+// open opens the store of one network.
+func (f *storeFlags) open(network string) (store.Store, error) {
+	if !f.isEtcd() {
+		return f.c.open(*f.dataDir, network)
+	}
+	if err := store.ValidateName("network name", network); err != nil {
+		return nil, usageError(err.Error())
+	}
+	opts, err := f.etcdOptions()
+	if err != nil {
+		return nil, err
+	}
+	return etcd.New(network, opts)
+}
+
+// fsckReport is what fsck prints, whichever the store.
+type fsckReport struct {
+	leases, attachments int
+	problems            []fmt.Stringer
+	unrepaired          int
+	note                string
+}
+
+// fsckStore runs the store's own check; the lock must be held.
+func fsckStore(ctx context.Context, st store.Store, repair bool) (fsckReport, error) {
+	var r fsckReport
+	add := func(s fmt.Stringer, repaired bool) {
+		r.problems = append(r.problems, s)
+		if !repaired {
+			r.unrepaired++
+		}
+	}
+	switch st := st.(type) {
+	case *disk.Store:
+		rep, err := st.Fsck(ctx, repair)
+		r.leases, r.attachments = rep.Leases, rep.Attachments
+		for _, p := range rep.Problems {
+			add(p, p.Repaired)
+		}
+		return r, err
+	case *etcd.Store:
+		rep, err := st.Fsck(ctx, repair)
+		r.leases, r.attachments = rep.Leases, rep.Attachments
+		for _, p := range rep.Problems {
+			add(p, p.Repaired)
+		}
+		if rep.Pending > 0 {
+			r.note = fmt.Sprintf(" (%d reservations of calls in progress or dead, not yet permanent: etcd deletes those of dead calls within %s)", rep.Pending, etcd.DefaultPendingTTL)
+		}
+		return r, err
+	}
+	return r, fmt.Errorf("fsck: no check for a %T", st)
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/maclan-cni/maclan/pkg/ipam/store/etcdtest"
+)
+
+// etcdConf is a dual-stack net conf on the etcd store at endpoint.
+func etcdConf(dataDir, endpoint, prefix string) string {
+	return netconf("1.1.0", dataDir, dualStack+fmt.Sprintf(`,"store":{"type":"etcd","endpoints":[%q],"prefix":%q,"dialTimeout":"500ms"}`, endpoint, prefix), "")
+}
+
+// TestEtcdStore drives the binary against a real etcd: ADD, idempotent
+// ADD, CHECK, STATUS, ls, fsck, DEL; then STATUS and ADD with etcd gone.
+func TestEtcdStore(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	dir := t.TempDir()
+	conf := etcdConf(dir, srv.Endpoint(), "/cli")
+	first := ok(t, call{cmd: "ADD", id: "c1", conf: conf})
+	if again := ok(t, call{cmd: "ADD", id: "c1", conf: conf}); again != first {
+		t.Errorf("repeated ADD = %s, want %s", again, first)
+	}
+	if !strings.Contains(first, "10.1.0.2/24") || !strings.Contains(first, "fd00::2/64") {
+		t.Errorf("ADD = %s, want 10.1.0.2 and fd00::2", first)
+	}
+	ok(t, call{cmd: "CHECK", id: "c1", conf: conf})
+	ok(t, call{cmd: "STATUS", conf: conf})
+
+	etcdFlags := []string{"--data-dir", dir, "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/cli"}
+	out, code := runCLIBinary(t, append([]string{"ls", "-o", "json"}, etcdFlags...)...)
+	if code != 0 || !strings.Contains(out, `"ip": "10.1.0.2"`) || !strings.Contains(out, `"network": "net1"`) {
+		t.Errorf("ls on etcd: exit %d\n%s", code, out)
+	}
+	out, code = runCLIBinary(t, append([]string{"fsck"}, etcdFlags...)...)
+	if code != 0 || !strings.Contains(out, "net1: 2 leases, 1 attachments, 0 problems") {
+		t.Errorf("fsck on etcd: exit %d\n%s", code, out)
+	}
+	ok(t, call{cmd: "DEL", id: "c1", conf: conf})
+	ok(t, call{cmd: "DEL", id: "c1", conf: conf})
+	out, _ = runCLIBinary(t, append([]string{"ls"}, etcdFlags...)...)
+	if strings.Contains(out, "10.1.0.2") {
+		t.Errorf("ls after DEL still shows the lease:\n%s", out)
+	}
+
+	srv.Stop()
+	if code, msg := cniError(t, call{cmd: "STATUS", conf: conf}); code != 50 || !strings.Contains(msg, srv.Endpoint()) {
+		t.Errorf("STATUS with etcd stopped = code %d %q, want 50 naming %s", code, msg, srv.Endpoint())
+	}
+	if code, msg := cniError(t, call{cmd: "ADD", id: "c2", conf: conf}); code != 11 || !strings.Contains(msg, srv.Endpoint()) {
+		t.Errorf("ADD with etcd stopped = code %d %q, want 11 naming %s", code, msg, srv.Endpoint())
+	}
+}
+
+// TestMigrateDiskToEtcd copies a host's directory store into etcd, twice.
+func TestMigrateDiskToEtcd(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	dir := t.TempDir()
+	disk := netconf("1.1.0", dir, dualStack, "")
+	var want []string
+	for i := range 3 {
+		out := ok(t, call{cmd: "ADD", id: fmt.Sprintf("m%d", i), conf: disk})
+		want = append(want, out)
+	}
+	args := []string{"migrate", "--from", "disk", "--to", "etcd", "--network", "net1", "--data-dir", dir, "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/mig"}
+	for range 2 { // repeatable
+		out, code := runCLIBinary(t, args...)
+		if code != 0 || !strings.Contains(out, "6 of 6 leases") {
+			t.Fatalf("migrate: exit %d\n%s", code, out)
+		}
+	}
+	// The etcd-backed network now returns the same addresses.
+	conf := etcdConf(dir, srv.Endpoint(), "/mig")
+	for i := range 3 {
+		if got := ok(t, call{cmd: "ADD", id: fmt.Sprintf("m%d", i), conf: conf}); got != want[i] {
+			t.Errorf("ADD m%d on etcd after migrate = %s, want %s", i, got, want[i])
+		}
+	}
+	// A new attachment does not get an address the disk store had handed out.
+	fresh := resultIPs(t, ok(t, call{cmd: "ADD", id: "new", conf: conf}))
+	for _, w := range want {
+		for _, ip := range resultIPs(t, w) {
+			if slices.Contains(fresh, ip) {
+				t.Errorf("new ADD got %v, which reuses %s", fresh, ip)
+			}
+		}
+	}
+	if out, code := runCLIBinary(t, "migrate", "--from", "disk", "--to", "etcd", "--network", "net1"); code != 2 {
+		t.Errorf("migrate without endpoints: exit %d, want 2\n%s", code, out)
+	}
+}
+
+func resultIPs(t *testing.T, out string) []string {
+	t.Helper()
+	var res struct {
+		IPs []struct {
+			Address string `json:"address"`
+		} `json:"ips"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("result %q: %v", out, err)
+	}
+	var ips []string
+	for _, ip := range res.IPs {
+		ips = append(ips, ip.Address)
+	}
+	return ips
+}
