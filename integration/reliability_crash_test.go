@@ -63,10 +63,7 @@ exec %[2]q "$@"
 		[]any{map[string]any{"subnet": subnet6, "rangeStart": rangeStart6, "rangeEnd": "2001:db8:100::4ff", "gateway": gw6}},
 	}
 	list := n.list("1.1.0", conf)
-	stdinConf, err := json.Marshal(mergeConf(conf, "1.1.0", n.name))
-	if err != nil {
-		t.Fatal(err)
-	}
+	stdinConf := netConfBytes(t, conf, n.name)
 	stdin := func(string) []byte { return stdinConf }
 
 	// Calibrate: how long an unharmed ADD of each takes here.
@@ -240,7 +237,7 @@ exec %[2]q "$@"
 		t.Errorf("fsck --repair: exit %d: %s %s", code, out, errOut)
 	}
 	gcStart := time.Now()
-	err = theLab.inHost(func() error {
+	err := theLab.inHost(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), pluginTimeout)
 		defer cancel()
 		return n.newCNIConfig(t.TempDir()).GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: survivors})
@@ -289,17 +286,6 @@ exec %[2]q "$@"
 	}
 	n.wantNoLeases()
 	n.wantFsckClean()
-}
-
-// mergeConf builds a single-plugin net conf (what maclan gets on stdin).
-func mergeConf(plugin map[string]any, cniVersion, name string) map[string]any {
-	c := make(map[string]any, len(plugin)+2)
-	for k, v := range plugin {
-		c[k] = v
-	}
-	c["cniVersion"], c["name"] = cniVersion, name
-	delete(c, "capabilities")
-	return c
 }
 
 func maxDur(s *durStats) time.Duration {

@@ -313,3 +313,20 @@ func treeFiles(t *testing.T, root string) []string {
 	}
 	return paths
 }
+
+// netConfBytes is the single-plugin net conf a runtime gives the main
+// plugin for the list entry plugin (without its capabilities).
+func netConfBytes(t *testing.T, plugin map[string]any, name string) []byte {
+	t.Helper()
+	c := make(map[string]any, len(plugin)+2)
+	for k, v := range plugin {
+		c[k] = v
+	}
+	c["cniVersion"], c["name"] = "1.1.0", name
+	delete(c, "capabilities")
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
