@@ -78,6 +78,51 @@ func TestCnitoolHostShim(t *testing.T) {
 	wantNoPing(t, theLab.host, bareIP(v4))
 }
 
+// TestCnitoolConflictDetection: with 40-maclan-conflict-detection.conflist,
+// an address of the range that a device on the LAN already answers for (a
+// printer with a static address, say) is not handed out; `maclan-ipam ls`
+// names the device.
+func TestCnitoolConflictDetection(t *testing.T) {
+	if ipamType != "maclan-ipam" {
+		t.Skip("conflict detection is maclan-ipam's")
+	}
+	rogueMAC := newRogue(t, rangeStart4+"/24")
+	n, list, c := cnitoolExample(t, "40-maclan-conflict-detection.conflist")
+	res := cnitoolAdd(t, n, list, c)
+	v4, _ := resultIPs(t, res)
+	if bareIP(v4) == rangeStart4 {
+		t.Fatalf("ADD handed out %s, which the device %s holds", v4, rogueMAC)
+	}
+	wantPing(t, theLab.gw, bareIP(v4))
+	wantConflictOnly := func(when string) {
+		t.Helper()
+		var others []map[string]any
+		conflict := false
+		for _, row := range n.lsLeases() {
+			switch {
+			case row["ip"] == rangeStart4 && row["conflict"] == rogueMAC:
+				conflict = true
+			case when == "after DEL" || row["ip"] != bareIP(v4):
+				others = append(others, row)
+			}
+		}
+		if !conflict || len(others) != 0 {
+			t.Errorf("maclan-ipam ls %s: conflict on %s recorded: %v; other rows %v, want none", when, rangeStart4, conflict, others)
+		}
+	}
+	wantConflictOnly("after ADD")
+	if _, err := n.cnitool(list, "check", c, n.env...); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	for i := 1; i <= 2; i++ {
+		if _, err := n.cnitool(list, "del", c, n.env...); err != nil {
+			t.Errorf("DEL #%d: %v", i, err)
+		}
+	}
+	wantOnlyLoopback(t, c)
+	wantConflictOnly("after DEL") // the conflict record stays: the device is still there
+}
+
 // cnitoolExample loads an example for cnitool and makes a container; env
 // (CAP_ARGS, ...) goes with every cnitool call of the test. A DEL is
 // registered for the end of the test.
