@@ -8,12 +8,19 @@
 // past every used one: the worst case, the one the issue quotes for
 // host-local (735 ms with its cursor before 60,000 used addresses).
 //
+// Every ADD is checked (one address, not one of the existing leases, its
+// lease written) and every DEL too (the lease gone), so a fast wrong answer
+// cannot pass. With -json the samples (wall and CPU time of each exec) are
+// written for bench/report.
+//
 //	go run ./bench/ipamscale -ours bin/maclan-ipam -ref /opt/cni/bin/host-local
 package main
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -23,6 +30,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
@@ -41,14 +49,41 @@ func main() {
 	sizesFlag := flag.String("sizes", "0,1000,10000,50000", "existing lease counts")
 	rounds := flag.Int("rounds", 11, "ADD+DEL pairs per binary and size")
 	work := flag.String("dir", "", "work directory (default: a temporary one)")
+	jsonOut := flag.String("json", "", "write the samples to this file")
 	flag.Parse()
-	if err := run(*ours, *ref, *sizesFlag, *rounds, *work); err != nil {
+	if err := run(*ours, *ref, *sizesFlag, *rounds, *work, *jsonOut); err != nil {
 		fmt.Fprintln(os.Stderr, "ipamscale:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ours, ref, sizesFlag string, rounds int, work string) error {
+// Result is the -json output: per lease count, the samples of each binary.
+type Result struct {
+	Rounds int     `json:"rounds"`
+	Sizes  []*Size `json:"sizes"`
+}
+
+// Size holds the samples at one lease count, in µs.
+type Size struct {
+	Leases int                 `json:"leases"`
+	Ops    map[string]*Samples `json:"ops"` // "maclan ADD", "reference DEL", ...
+}
+
+// Samples are wall and CPU (user+system, from wait4) times of each exec.
+type Samples struct {
+	WallUS []int64 `json:"wallUS"`
+	CPUUS  []int64 `json:"cpuUS"`
+}
+
+func (s *Size) add(op string, smp sample) {
+	if s.Ops[op] == nil {
+		s.Ops[op] = &Samples{}
+	}
+	s.Ops[op].WallUS = append(s.Ops[op].WallUS, smp.wall.Microseconds())
+	s.Ops[op].CPUUS = append(s.Ops[op].CPUUS, smp.cpu.Microseconds())
+}
+
+func run(ours, ref, sizesFlag string, rounds int, work, jsonOut string) error {
 	var sizes []int
 	for s := range strings.SplitSeq(sizesFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -65,8 +100,11 @@ func run(ours, ref, sizesFlag string, rounds int, work string) error {
 		defer os.RemoveAll(d) //nolint:errcheck // temporary
 		work = d
 	}
+	res := &Result{Rounds: rounds}
 	fmt.Printf("%-8s %14s %14s %14s %14s %9s %9s\n", "leases", "ours ADD", "ref ADD", "ours DEL", "ref DEL", "ADD x", "DEL x")
 	for _, n := range sizes {
+		sz := &Size{Leases: n, Ops: map[string]*Samples{}}
+		res.Sizes = append(res.Sizes, sz)
 		oursDir := filepath.Join(work, fmt.Sprintf("ours-%d", n))
 		refDir := filepath.Join(work, fmt.Sprintf("ref-%d", n))
 		if err := fillOurs(oursDir, n); err != nil {
@@ -83,16 +121,20 @@ func run(ours, ref, sizesFlag string, rounds int, work string) error {
 				if err := os.RemoveAll(filepath.Join(oursDir, network, "cursor", "0")); err != nil {
 					return err
 				}
-				t1, t2, err := addDel(ours, oursDir, id)
-				oa, od = append(oa, t1), append(od, t2)
+				t1, t2, err := addDel(ours, oursDir, id, n, oursLeases(oursDir))
+				oa, od = append(oa, t1.wall), append(od, t2.wall)
+				sz.add("maclan ADD", t1)
+				sz.add("maclan DEL", t2)
 				return err
 			}
 			b := func() error {
 				if err := os.WriteFile(filepath.Join(refDir, network, "last_reserved_ip.0"), []byte("10.128.0.1"), 0o600); err != nil {
 					return err
 				}
-				t1, t2, err := addDel(ref, refDir, id)
-				ra, rd = append(ra, t1), append(rd, t2)
+				t1, t2, err := addDel(ref, refDir, id, n, refLeases(refDir))
+				ra, rd = append(ra, t1.wall), append(rd, t2.wall)
+				sz.add("reference ADD", t1)
+				sz.add("reference DEL", t2)
 				return err
 			}
 			if r%2 == 1 {
@@ -107,30 +149,81 @@ func run(ours, ref, sizesFlag string, rounds int, work string) error {
 		}
 		mo, mr, do, dr := median(oa), median(ra), median(od), median(rd)
 		fmt.Printf("%-8d %14s %14s %14s %14s %8.0fx %8.0fx\n", n, mo, mr, do, dr, float64(mr)/float64(mo), float64(dr)/float64(do))
+		// The stores can be large: free the disk before the next size.
+		if err := errors.Join(os.RemoveAll(oursDir), os.RemoveAll(refDir)); err != nil {
+			return err
+		}
 	}
-	return nil
+	if jsonOut == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(jsonOut, b, 0o644)
 }
 
 func conf(dataDir string) string {
 	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"type":"maclan","master":"eth0","ipam":{"type":"x","dataDir":%q,"ranges":[[{"subnet":%q}]]}}`, network, dataDir, subnet)
 }
 
-func addDel(bin, dataDir, id string) (time.Duration, time.Duration, error) {
-	var ts [2]time.Duration
+type sample struct{ wall, cpu time.Duration }
+
+// addDel times an ADD then a DEL of attachment id, and checks them: the
+// ADD hands out one address past the n existing leases (which fill the
+// range from its first address) and writes its lease; the DEL removes it.
+func addDel(bin, dataDir, id string, n int, leaseFile func(netip.Addr) string) (add, del sample, err error) {
+	var ts [2]sample
+	var got netip.Addr
 	for i, cmd := range []string{"ADD", "DEL"} {
 		c := exec.Command(bin)
 		c.Env = []string{"CNI_COMMAND=" + cmd, "CNI_CONTAINERID=" + id, "CNI_NETNS=/nonexistent", "CNI_IFNAME=eth0", "CNI_PATH=/nonexistent"}
 		c.Stdin = strings.NewReader(conf(dataDir))
-		var out bytes.Buffer
-		c.Stdout, c.Stderr = &out, &out
+		var out, stderr bytes.Buffer
+		c.Stdout, c.Stderr = &out, &stderr
 		start := time.Now()
 		err := c.Run()
-		ts[i] = time.Since(start)
+		ts[i].wall = time.Since(start)
+		if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			ts[i].cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s %s %s: %w: %s", filepath.Base(bin), cmd, id, err, out.String())
+			return ts[0], ts[1], fmt.Errorf("%s %s %s: %w: %s%s", filepath.Base(bin), cmd, id, err, out.String(), stderr.String())
+		}
+		if cmd == "ADD" {
+			var res struct {
+				IPs []struct{ Address string } `json:"ips"`
+			}
+			if err := json.Unmarshal(out.Bytes(), &res); err != nil || len(res.IPs) != 1 {
+				return ts[0], ts[1], fmt.Errorf("%s ADD %s: result %q: want one address (%v)", filepath.Base(bin), id, out.String(), err)
+			}
+			p, err := netip.ParsePrefix(res.IPs[0].Address)
+			if err != nil {
+				return ts[0], ts[1], fmt.Errorf("%s ADD %s: %w", filepath.Base(bin), id, err)
+			}
+			got = p.Addr()
+			if lowest := netip.MustParseAddr(first); n > 0 && got.Compare(addrs(n)[n-1]) <= 0 || got.Compare(lowest) < 0 {
+				return ts[0], ts[1], fmt.Errorf("%s ADD %s: handed out %s, which an existing lease holds", filepath.Base(bin), id, got)
+			}
+		}
+		_, statErr := os.Stat(leaseFile(got))
+		if cmd == "ADD" && statErr != nil {
+			return ts[0], ts[1], fmt.Errorf("%s ADD %s: no lease for %s: %w", filepath.Base(bin), id, got, statErr)
+		}
+		if cmd == "DEL" && !errors.Is(statErr, os.ErrNotExist) {
+			return ts[0], ts[1], fmt.Errorf("%s DEL %s: the lease of %s is still there (%v)", filepath.Base(bin), id, got, statErr)
 		}
 	}
 	return ts[0], ts[1], nil
+}
+
+func oursLeases(dataDir string) func(netip.Addr) string {
+	return func(ip netip.Addr) string { return filepath.Join(dataDir, network, "leases", ip.String()) }
+}
+
+func refLeases(dataDir string) func(netip.Addr) string {
+	return func(ip netip.Addr) string { return filepath.Join(dataDir, network, ip.String()) }
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -199,9 +199,9 @@ func build(r *Report) *Doc {
 		pb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for _, op := range []string{"ADD", "DEL"} {
 			var cells [2]struct {
-				wall, cpu   []int64
-				fail, dups  int
-				n, rounds   int
+				wall, cpu  []int64
+				fail, dups int
+				n, rounds  int
 			}
 			for _, pr := range r.Parallel {
 				if pr.Op != op {
@@ -319,8 +319,8 @@ func traceTable(tr map[string][]int64) string {
 
 // stepRank orders the steps as the code runs them.
 func stepRank(step string) string {
-	steps := []string{"skel", "logger", "parse", "netns+handles", "master lookup", "link create+rename", "link delete",
-		"ipam exec", "configure: link lookup", "configure: sysctls", "configure: addresses+up", "configure: DAD wait",
+	steps := []string{"skel", "logger", "parse", "ipam start", "netns+handles", "master lookup", "link create+rename", "link delete",
+		"ipam exec", "ipam wait", "configure: link lookup", "configure: sysctls", "configure: addresses+up", "configure: DAD wait",
 		"configure: routes", "configure: announce", "print result"}
 	if i := slices.Index(steps, step); i >= 0 {
 		return fmt.Sprintf("%02d", i)
