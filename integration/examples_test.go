@@ -14,14 +14,15 @@ import (
 )
 
 // examplesWithOwnTest are the files of conflist-examples/ that TestExamples
-// leaves to a test of their client: they need a server (DHCP), are not a
+// leaves to a test of their client: they need a server (DHCP, etcd), are not a
 // conflist (Mesos reads single-plugin files; Multus gets the configuration
 // from Kubernetes objects), or need what the client adds (a pod's request).
 var examplesWithOwnTest = map[string]string{
-	"dhcp-maclan.conflist": "TestDHCPExample",
-	"mesos-maclan.conf":    "TestMesosExample",
-	"multus-nad.yaml":      "TestMultusExample",
-	"multus-pod.yaml":      "TestMultusExample",
+	"50-maclan-etcd.conflist": "TestCnitoolEtcdStore",
+	"dhcp-maclan.conflist":    "TestDHCPExample",
+	"mesos-maclan.conf":       "TestMesosExample",
+	"multus-nad.yaml":         "TestMultusExample",
+	"multus-pod.yaml":         "TestMultusExample",
 }
 
 // TestExamples drives every conflist of conflist-examples/ through ADD,
