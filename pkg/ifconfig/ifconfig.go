@@ -38,6 +38,15 @@ type Options struct {
 	// Announcements is how many gratuitous ARPs / unsolicited neighbour
 	// advertisements to send per address once it is usable.
 	Announcements int
+	// Step, if set, is called at the end of each step with its name, for
+	// timing (maclan's MACLAN_TRACE).
+	Step func(name string)
+}
+
+func (o *Options) step(name string) {
+	if o.Step != nil {
+		o.Step(name)
+	}
 }
 
 // Configure applies the addresses and routes of res to the link ifName in
@@ -48,6 +57,7 @@ func Configure(ifName string, res *current.Result, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("look up %q: %w", ifName, err)
 	}
+	opts.step("configure: link lookup")
 	var v4gw, v6gw net.IP
 	hasV6 := false
 	for _, ipc := range res.IPs {
@@ -76,6 +86,7 @@ func Configure(ifName string, res *current.Result, opts Options) error {
 			defer restore()
 		}
 	}
+	opts.step("configure: sysctls")
 
 	for _, ipc := range res.IPs {
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
@@ -86,16 +97,20 @@ func Configure(ifName string, res *current.Result, opts Options) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %q up: %w", ifName, err)
 	}
+	opts.step("configure: addresses+up")
 	if hasV6 {
 		if err := waitDAD(link, res.IPs, opts.DADTimeout); err != nil {
 			return err
 		}
+		opts.step("configure: DAD wait")
 	}
 	for _, r := range res.Routes {
 		if err := addRoute(link, r, v4gw, v6gw); err != nil {
 			return err
 		}
 	}
+	opts.step("configure: routes")
+	defer opts.step("configure: announce")
 	return announce(link, res.IPs, opts.Announcements)
 }
 

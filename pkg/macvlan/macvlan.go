@@ -3,7 +3,6 @@
 package macvlan
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/maclan-cni/maclan/pkg/config"
 )
@@ -178,9 +178,12 @@ func createError(err error, master string, mode netlink.MacvlanMode) error {
 	}
 }
 
+// tempName is a random name no host interface has. getrandom(2) directly
+// rather than crypto/rand, whose FIPS self-tests and package set cost every
+// maclan process start-up time for five bytes.
 func tempName() (string, error) {
 	b := make([]byte, 5)
-	if _, err := rand.Read(b); err != nil {
+	if _, err := unix.Getrandom(b, 0); err != nil {
 		return "", fmt.Errorf("temporary interface name: %w", err)
 	}
 	return "mlv" + hex.EncodeToString(b), nil

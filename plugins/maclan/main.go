@@ -10,15 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -57,20 +56,22 @@ func init() {
 }
 
 func main() {
+	tr := newTracer(os.Getenv("MACLAN_TRACE") == "1", os.Stderr)
 	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    run("ADD", cmdAdd),
-		Del:    run("DEL", cmdDel),
-		Check:  run("CHECK", cmdCheck),
-		GC:     run("GC", cmdGC),
-		Status: run("STATUS", cmdStatus),
+		Add:    run("ADD", cmdAdd, tr),
+		Del:    run("DEL", cmdDel, tr),
+		Check:  run("CHECK", cmdCheck, tr),
+		GC:     run("GC", cmdGC, tr),
+		Status: run("STATUS", cmdStatus, tr),
 	}, version.All, "CNI maclan plugin "+buildVersion)
 }
 
 // run wraps a command: it sets up the logger that "logFile" and "logLevel"
 // ask for, gives every error its CNI code, and logs one line per call with
-// the outcome and the duration.
-func run(verb string, fn func(*skel.CmdArgs, *slog.Logger) error) func(*skel.CmdArgs) error {
+// the outcome and the duration. tr times the steps (MACLAN_TRACE=1).
+func run(verb string, fn func(*skel.CmdArgs, *slog.Logger, *tracer) error, tr *tracer) func(*skel.CmdArgs) error {
 	return func(args *skel.CmdArgs) error {
+		tr.step("skel")
 		var opts logging.Options
 		network := ""
 		// A configuration that does not decode is reported by fn itself.
@@ -81,7 +82,8 @@ func run(verb string, fn func(*skel.CmdArgs, *slog.Logger) error) func(*skel.Cmd
 			"container", args.ContainerID, "network", network, "ifname", args.IfName)
 		defer closeLog()
 		start := time.Now()
-		if err := fn(args, log); err != nil {
+		tr.step("logger")
+		if err := fn(args, log, tr); err != nil {
 			e := cnierr.New(err)
 			log.Error("failed", "code", e.Code, "error", e.Msg, "netns", args.Netns, "duration", time.Since(start))
 			return e
@@ -130,7 +132,7 @@ func openNetNS(path string) (ns.NetNS, error) {
 	return n, nil
 }
 
-func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
+func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 	conf, err := config.ParseNetConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -145,6 +147,35 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
 			return fmt.Errorf("mac: %w: %w", err, config.ErrInvalid)
 		}
 	}
+	tr.step("parse")
+	// The IPAM runs while the link is made: the two do not depend on each
+	// other until the addresses go on the link. It is forked now, from the
+	// runtime's namespace, before this thread enters any other.
+	var pending *delegation
+	ipamHeld := false
+	if conf.IPAM.Type != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
+		defer cancel()
+		if pending, err = startDelegate(ctx, "ADD", conf.IPAM.Type, args.StdinData); err != nil {
+			return fmt.Errorf("IPAM %q ADD: %w", conf.IPAM.Type, err)
+		}
+		defer func() {
+			if err == nil {
+				return
+			}
+			if pending != nil { // the ADD failed before its result was read
+				_, werr := pending.wait()
+				ipamHeld = werr == nil
+			}
+			if !ipamHeld {
+				return // the IPAM ADD itself failed: nothing to release
+			}
+			if derr := ipamDel(conf.IPAM.Type, args.StdinData); derr != nil {
+				log.Error("releasing the addresses after a failed ADD failed too", "ipam", conf.IPAM.Type, "error", derr)
+			}
+		}()
+		tr.step("ipam start")
+	}
 	contNS, err := openNetNS(args.Netns)
 	if err != nil {
 		return err
@@ -155,11 +186,13 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
 		return err
 	}
 	defer h.Close()
+	tr.step("netns+handles")
 
 	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
 	if err != nil {
 		return masterError(err)
 	}
+	tr.step("master lookup")
 	link, err := macvlan.Create(h.master, h.cont, netns.NsHandle(contNS.Fd()), conf.LinkInContainer, macvlan.Spec{
 		Master:     master,
 		Mode:       mode,
@@ -171,6 +204,7 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	tr.step("link create+rename")
 	defer func() {
 		if err == nil {
 			return
@@ -199,18 +233,12 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	}
 
 	var ipamResult *current.Result
-	ipamResult, err = ipamAdd(conf.IPAM.Type, args.StdinData)
+	ipamResult, err = ipamAdd(conf.IPAM.Type, pending)
+	pending, ipamHeld = nil, err == nil
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err == nil {
-			return
-		}
-		if derr := ipamDel(conf.IPAM.Type, args.StdinData); derr != nil {
-			log.Error("releasing the addresses after a failed ADD failed too", "ipam", conf.IPAM.Type, "error", derr)
-		}
-	}()
+	tr.step("ipam wait")
 	result.IPs = ipamResult.IPs
 	result.Routes = ipamResult.Routes
 	result.DNS = mergeDNS(conf.DNS, ipamResult.DNS)
@@ -228,6 +256,7 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
 			DADTimeout:    dadTimeout,
 			DADRetrans:    dadRetrans,
 			Announcements: announcements,
+			Step:          tr.step,
 		})
 	})
 	if err != nil {
@@ -245,6 +274,7 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	}
 	log.Info("attached", "master", master.Attrs().Name, "mode", conf.Mode,
 		"mac", result.Interfaces[0].Mac, "ips", resultIPs(result))
+	defer tr.step("print result")
 	return types.PrintResult(result, conf.CNIVersion)
 }
 
@@ -310,10 +340,10 @@ func masterError(err error) error {
 	return err
 }
 
-func ipamAdd(plugin string, stdin []byte) (*current.Result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
-	defer cancel()
-	r, err := invoke.DelegateAdd(ctx, plugin, stdin, nil)
+// ipamAdd waits for the IPAM ADD started by startDelegate and converts its
+// result.
+func ipamAdd(plugin string, d *delegation) (*current.Result, error) {
+	r, err := d.result()
 	if err != nil {
 		return nil, fmt.Errorf("IPAM %q ADD: %w", plugin, err)
 	}
@@ -330,7 +360,7 @@ func ipamAdd(plugin string, stdin []byte) (*current.Result, error) {
 func ipamDel(plugin string, stdin []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
 	defer cancel()
-	if err := invoke.DelegateDel(ctx, plugin, stdin, nil); err != nil {
+	if _, err := delegate(ctx, "DEL", plugin, stdin); err != nil {
 		return fmt.Errorf("IPAM %q DEL: %w", plugin, err)
 	}
 	return nil
@@ -339,24 +369,40 @@ func ipamDel(plugin string, stdin []byte) error {
 // cmdDel removes the link and releases the addresses. It succeeds when there
 // is nothing left to do: no prior ADD, a second DEL, a netns or master that
 // has gone. It still releases the lease in all those cases.
-func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {
+func cmdDel(args *skel.CmdArgs, log *slog.Logger, tr *tracer) error {
 	conf, err := config.DecodeNetConf(args.StdinData)
 	if err != nil {
 		return err
 	}
+	tr.step("parse")
 	var errs []error
+	// The IPAM releases while the kernel tears the link down (20 ms and
+	// more of RCU waits): neither depends on the other, and the reference
+	// plugin, too, releases before it deletes. It is forked now, from the
+	// runtime's namespace, before this thread enters any other.
+	var pending *delegation
+	if conf.IPAM.Type != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
+		defer cancel()
+		if pending, err = startDelegate(ctx, "DEL", conf.IPAM.Type, args.StdinData); err != nil {
+			errs = append(errs, fmt.Errorf("IPAM %q DEL: %w", conf.IPAM.Type, err))
+		}
+		tr.step("ipam start")
+	}
 	if err := deleteLink(args.Netns, args.IfName, log); err != nil {
 		errs = append(errs, err)
 	}
+	tr.step("link delete")
 	if conf.ShimEnabled() {
 		if err := detachShim(conf, attachmentID(args)); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if conf.IPAM.Type != "" {
-		if err := ipamDel(conf.IPAM.Type, args.StdinData); err != nil {
-			errs = append(errs, err)
+	if pending != nil {
+		if _, err := pending.wait(); err != nil {
+			errs = append(errs, fmt.Errorf("IPAM %q DEL: %w", conf.IPAM.Type, err))
 		}
+		tr.step("ipam wait")
 	}
 	return errors.Join(errs...)
 }
@@ -415,7 +461,7 @@ func deleteLink(netnsPath, ifName string, log *slog.Logger) error {
 	return nil
 }
 
-func cmdCheck(args *skel.CmdArgs, _ *slog.Logger) error {
+func cmdCheck(args *skel.CmdArgs, _ *slog.Logger, _ *tracer) error {
 	conf, err := config.ParseNetConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -443,7 +489,7 @@ func cmdCheck(args *skel.CmdArgs, _ *slog.Logger) error {
 	if conf.IPAM.Type != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
 		defer cancel()
-		if err := invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+		if _, err := delegate(ctx, "CHECK", conf.IPAM.Type, args.StdinData); err != nil {
 			return fmt.Errorf("IPAM %q CHECK: %w", conf.IPAM.Type, err)
 		}
 	}
@@ -484,26 +530,12 @@ func cmdCheck(args *skel.CmdArgs, _ *slog.Logger) error {
 			return err
 		}
 	}
-	return contNS.Do(func(ns.NetNS) error {
-		if err := ip.ValidateExpectedInterfaceIPs(args.IfName, prev.IPs); err != nil {
-			return fmt.Errorf("container interface %q: %w", args.IfName, err)
-		}
-		for _, r := range prev.Routes {
-			if ip.ValidateExpectedRoute([]*types.Route{r}) != nil {
-				via := "the default gateway"
-				if r.GW != nil {
-					via = r.GW.String()
-				}
-				return fmt.Errorf("route to %s via %s from prevResult is missing in the container", r.Dst.String(), via)
-			}
-		}
-		return nil
-	})
+	return ifconfig.Verify(h.cont, args.IfName, prev.IPs, prev.Routes)
 }
 
 // cmdStatus reports whether an ADD could succeed now: the master exists and
 // is up, and the IPAM is ready (SPEC.md, "STATUS").
-func cmdStatus(args *skel.CmdArgs, _ *slog.Logger) error {
+func cmdStatus(args *skel.CmdArgs, _ *slog.Logger, _ *tracer) error {
 	conf, err := config.DecodeNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -518,7 +550,7 @@ func cmdStatus(args *skel.CmdArgs, _ *slog.Logger) error {
 	if conf.IPAM.Type != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
 		defer cancel()
-		if err := invoke.DelegateStatus(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+		if _, err := delegate(ctx, "STATUS", conf.IPAM.Type, args.StdinData); err != nil {
 			return fmt.Errorf("IPAM %q STATUS: %w", conf.IPAM.Type, err)
 		}
 	}
@@ -547,7 +579,7 @@ func masterReady(name string) error {
 
 // cmdGC forwards garbage collection to the IPAM (SPEC.md, "GC"): the links
 // themselves die with their container namespaces.
-func cmdGC(args *skel.CmdArgs, _ *slog.Logger) error {
+func cmdGC(args *skel.CmdArgs, _ *slog.Logger, _ *tracer) error {
 	conf, err := config.DecodeNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -557,7 +589,7 @@ func cmdGC(args *skel.CmdArgs, _ *slog.Logger) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
 	defer cancel()
-	if err := invoke.DelegateGC(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+	if _, err := delegate(ctx, "GC", conf.IPAM.Type, args.StdinData); err != nil {
 		return fmt.Errorf("IPAM %q GC: %w", conf.IPAM.Type, err)
 	}
 	return nil
