@@ -230,8 +230,8 @@ check "after rmp, the pod is gone" eval '[ -z "$(cri pods -q)" ]'
 POD=
 echo "plugin calls recorded by the wrapper:"
 sed 's/^/  /' "$WORK/calls.log"
-check "containerd ran ADD once, with a netns, at cniVersion 1.0.0 (from cniVersions)" \
-	eval '[ "$(grep -c "^ADD netns=/.* version=1.0.0 rc=0$" "$WORK/calls.log")" = 1 ]'
+check "containerd ran ADD once, at cniVersion 1.0.0 (from cniVersions), netns under its state dir" \
+	eval '[ "$(grep -c "^ADD netns=$WORK/state/.* version=1.0.0 rc=0$" "$WORK/calls.log")" = 1 ]'
 check "DEL with the netns succeeded" eval 'grep -q "^DEL netns=/.* rc=0$" "$WORK/calls.log"'
 check "DEL without a netns succeeded" eval 'grep -q "^DEL netns=none .*rc=0$" "$WORK/calls.log"'
 check "no plugin call failed" eval '! grep -qv " rc=0$" "$WORK/calls.log"'
