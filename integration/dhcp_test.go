@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
@@ -95,6 +96,8 @@ func startDnsmasq(t *testing.T, dir, poolStart, poolEnd string) string {
 	t.Helper()
 	leaseFile := filepath.Join(dir, "dnsmasq.leases")
 	pidFile := filepath.Join(dir, "dnsmasq.pid")
+	// --user=root: it keeps writing the lease file in the test's root-only
+	// directory; --port=0: no DNS; --no-ping: no probe before an offer.
 	cmd := exec.Command("dnsmasq",
 		"--keep-in-foreground", "--conf-file=/dev/null", "--user=root", "--port=0",
 		"--interface="+gwIf, "--bind-interfaces", "--no-ping",
@@ -157,7 +160,11 @@ func startIn(t *testing.T, n *netNS, cmd *exec.Cmd) {
 // isKilled reports whether err is the exit of a process killed by SIGKILL.
 func isKilled(err error) bool {
 	var ee *exec.ExitError
-	return errors.As(err, &ee) && ee.ProcessState.String() == "signal: killed"
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
 // dnsmasqLeases returns dnsmasq's lease file: one line per lease,
