@@ -187,7 +187,7 @@ func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
 		return nil, nil, invalid("ipam.store.type %q is unknown (want \"disk\" or \"etcd\")", c.Store.Type)
 	}
 	if c.Store.Type != "etcd" && !c.Store.IPAMEtcdConf.empty() {
-		return nil, nil, invalid("ipam.store: endpoints, prefix, dialTimeout and tls are etcd fields, but store.type is %q", c.Store.Type)
+		return nil, nil, invalid("ipam.store: endpoints, prefix, dialTimeout, requestTimeout and tls are etcd fields, but store.type is %q", c.Store.Type)
 	}
 	switch {
 	case c.Store.Dir == "" && c.DataDir == "":

@@ -9,21 +9,24 @@ import (
 
 // Defaults of the etcd store.
 const (
-	DefaultEtcdPrefix      = "/maclan"
-	DefaultEtcdDialTimeout = 2 * time.Second
-	maxEtcdDialTimeout     = time.Minute
+	DefaultEtcdPrefix         = "/maclan"
+	DefaultEtcdDialTimeout    = 2 * time.Second
+	DefaultEtcdRequestTimeout = 5 * time.Second
+	maxEtcdTimeout            = time.Minute
 )
 
 // IPAMEtcdConf is the etcd part of the "store" object:
 //
 //	"store": {"type": "etcd", "endpoints": ["https://10.0.0.5:2379"],
-//	          "prefix": "/maclan", "dialTimeout": "2s",
+//	          "prefix": "/maclan", "dialTimeout": "2s", "requestTimeout": "5s",
 //	          "tls": {"ca": "/etc/maclan/ca.pem", "cert": "...", "key": "..."}}
 type IPAMEtcdConf struct {
 	Endpoints   []string     `json:"endpoints,omitempty"`
 	Prefix      string       `json:"prefix,omitempty"`
 	DialTimeout IPAMDuration `json:"dialTimeout,omitempty"`
-	TLS         *IPAMEtcdTLS `json:"tls,omitempty"`
+	// RequestTimeout bounds each etcd request once connected.
+	RequestTimeout IPAMDuration `json:"requestTimeout,omitempty"`
+	TLS            *IPAMEtcdTLS `json:"tls,omitempty"`
 }
 
 // IPAMEtcdTLS names PEM files: the CA that signed etcd's certificate (empty:
@@ -35,7 +38,7 @@ type IPAMEtcdTLS struct {
 }
 
 func (e *IPAMEtcdConf) empty() bool {
-	return len(e.Endpoints) == 0 && e.Prefix == "" && e.DialTimeout == 0 && e.TLS == nil
+	return len(e.Endpoints) == 0 && e.Prefix == "" && e.DialTimeout == 0 && e.RequestTimeout == 0 && e.TLS == nil
 }
 
 // validate applies the defaults and checks every field, naming it.
@@ -61,11 +64,17 @@ func (e *IPAMEtcdConf) validate() error {
 		strings.IndexFunc(e.Prefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
 		return invalid("ipam.store.prefix %q: want a key prefix such as \"/maclan\": a leading '/', no trailing '/', no empty segment or whitespace", e.Prefix)
 	}
-	switch d := time.Duration(e.DialTimeout); {
-	case d == 0:
-		e.DialTimeout = IPAMDuration(DefaultEtcdDialTimeout)
-	case d < 0 || d > maxEtcdDialTimeout:
-		return invalid("ipam.store.dialTimeout %s is outside (0, %s]", d, maxEtcdDialTimeout)
+	for _, f := range []struct {
+		name string
+		d    *IPAMDuration
+		def  time.Duration
+	}{{"dialTimeout", &e.DialTimeout, DefaultEtcdDialTimeout}, {"requestTimeout", &e.RequestTimeout, DefaultEtcdRequestTimeout}} {
+		switch d := time.Duration(*f.d); {
+		case d == 0:
+			*f.d = IPAMDuration(f.def)
+		case d < 0 || d > maxEtcdTimeout:
+			return invalid("ipam.store.%s %s is outside (0, %s]", f.name, d, maxEtcdTimeout)
+		}
 	}
 	if e.TLS != nil {
 		if !secure {

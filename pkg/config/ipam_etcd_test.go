@@ -18,7 +18,7 @@ func TestParseIPAMConfEtcd(t *testing.T) {
 	}{
 		{name: "defaults", store: `{"type":"etcd","endpoints":["http://127.0.0.1:2379"]}`, want: func(t *testing.T, c *IPAMConf) {
 			e := c.Store.IPAMEtcdConf
-			if c.Store.Type != "etcd" || e.Prefix != "/maclan" || time.Duration(e.DialTimeout) != 2*time.Second || c.Store.Dir != DefaultIPAMDataDir || e.TLS != nil {
+			if c.Store.Type != "etcd" || e.Prefix != "/maclan" || time.Duration(e.DialTimeout) != 2*time.Second || time.Duration(e.RequestTimeout) != 5*time.Second || c.Store.Dir != DefaultIPAMDataDir || e.TLS != nil {
 				t.Errorf("got %+v", c.Store)
 			}
 		}},
@@ -38,6 +38,7 @@ func TestParseIPAMConfEtcd(t *testing.T) {
 		{name: "trailing slash prefix", store: `{"type":"etcd","endpoints":["http://a:2379"],"prefix":"/maclan/"}`, wantErr: "ipam.store.prefix"},
 		{name: "prefix with space", store: `{"type":"etcd","endpoints":["http://a:2379"],"prefix":"/a b"}`, wantErr: "ipam.store.prefix"},
 		{name: "bad dial timeout", store: `{"type":"etcd","endpoints":["http://a:2379"],"dialTimeout":"2h"}`, wantErr: "ipam.store.dialTimeout 2h0m0s"},
+		{name: "bad request timeout", store: `{"type":"etcd","endpoints":["http://a:2379"],"requestTimeout":"-1s"}`, wantErr: "ipam.store.requestTimeout -1s"},
 		{name: "unparsable dial timeout", store: `{"type":"etcd","endpoints":["http://a:2379"],"dialTimeout":"soon"}`, wantErr: "decode ipam"},
 		{name: "tls over http", store: `{"type":"etcd","endpoints":["http://a:2379"],"tls":{"ca":"/ca"}}`, wantErr: "ipam.store.tls"},
 		{name: "cert without key", store: `{"type":"etcd","endpoints":["https://a:2379"],"tls":{"cert":"/c"}}`, wantErr: "cert and key go together"},

@@ -46,10 +46,11 @@ func openStore(conf *config.IPAMConf, log *slog.Logger) (pluginStore, error) {
 // TLS files it names.
 func etcdOptions(sc config.IPAMStoreConf) (etcd.Options, error) {
 	opts := etcd.Options{
-		Endpoints:   sc.Endpoints,
-		Prefix:      sc.Prefix,
-		DialTimeout: time.Duration(sc.DialTimeout),
-		LockDir:     sc.Dir,
+		Endpoints:      sc.Endpoints,
+		Prefix:         sc.Prefix,
+		DialTimeout:    time.Duration(sc.DialTimeout),
+		RequestTimeout: time.Duration(sc.RequestTimeout),
+		LockDir:        sc.Dir,
 	}
 	if sc.TLS == nil {
 		return opts, nil

@@ -52,6 +52,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/maclan-cni/maclan/pkg/flock"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
@@ -109,6 +110,7 @@ type Store struct {
 	// each is bound to now), and whether etcd failed to answer.
 	ttl     clientv3.LeaseID
 	pending map[string]clientv3.LeaseID
+	cursors map[string]netip.Addr // written with the commit
 	tainted bool
 }
 
@@ -227,8 +229,11 @@ func (s *Store) Close() error {
 func (s *Store) unavailable(what string, err error) error {
 	s.tainted = true
 	cause := err.Error()
-	if errors.Is(err, context.DeadlineExceeded) {
-		cause = "no answer in time (" + cause + ")"
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		cause = "no answer within " + s.opts.RequestTimeout.String() + " (" + cause + ")"
+	case errors.Is(err, context.Canceled):
+		cause = "connection to etcd lost (" + cause + ")"
 	}
 	return fmt.Errorf("etcd at %s, network %q: %s: %w: %s", s.Endpoints(), s.network, what, store.ErrUnavailable, cause)
 }
@@ -240,9 +245,18 @@ func (s *Store) requireLock(op string) error {
 	return nil
 }
 
-// request gives one etcd request its time limit.
+// request gives one etcd request its time limit. If the client has lost
+// its connection to every endpoint (etcd stopped or cut off), the request
+// is cancelled at once rather than waiting out the limit for a reconnect:
+// a queue of calls behind the host lock then fails fast, each with code 11.
 func (s *Store) request(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, s.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	if conn := s.cli.ActiveConnection(); conn != nil {
+		if st := conn.GetState(); st != connectivity.Ready && st != connectivity.Idle {
+			cancel() // the request fails with context.Canceled; see unavailable
+		}
+	}
+	return ctx, cancel
 }
 
 // Keys.
@@ -318,7 +332,7 @@ func (s *Store) Lock(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("lock %s: %w: %w", s.lockFile.Name(), store.ErrUnavailable, err)
 	}
-	s.locked, s.ttl, s.pending, s.tainted = true, 0, map[string]clientv3.LeaseID{}, false
+	s.locked, s.ttl, s.pending, s.cursors, s.tainted = true, 0, map[string]clientv3.LeaseID{}, map[string]netip.Addr{}, false
 	return nil
 }
 
@@ -331,13 +345,13 @@ func (s *Store) Unlock() error {
 	}
 	var err error
 	switch {
-	case len(s.pending) == 0:
+	case len(s.pending) == 0 && len(s.cursors) == 0:
 	case s.tainted:
 		err = s.drop()
 	default:
 		err = s.commit()
 	}
-	s.locked, s.ttl, s.pending = false, 0, nil
+	s.locked, s.ttl, s.pending, s.cursors = false, 0, nil, nil
 	if uerr := unflock(s.lockFile); uerr != nil {
 		err = errors.Join(err, fmt.Errorf("unlock %s: %w: %w", s.lockFile.Name(), store.ErrUnavailable, uerr))
 	}
@@ -346,8 +360,8 @@ func (s *Store) Unlock() error {
 
 // commit detaches the pending keys from their etcd leases, in
 // transactions that check first that each is still bound to the lease it
-// was written with. A lease and its index key always travel in the same
-// transaction.
+// was written with, and writes the cursors with the first. A lease and its
+// index key always travel in the same transaction. An ADD takes one.
 func (s *Store) commit() error {
 	keys := make([]string, 0, len(s.pending))
 	for k := range s.pending {
@@ -355,10 +369,17 @@ func (s *Store) commit() error {
 	}
 	slices.Sort(keys)
 	pairs := pairUp(keys)
-	for len(pairs) > 0 {
+	var cursorOps []clientv3.Op
+	for set, ip := range s.cursors {
+		cursorOps = append(cursorOps, clientv3.OpPut(s.cursorKey(set), ip.String()))
+	}
+	for first := true; first || len(pairs) > 0; first = false {
 		n := 0
 		var cmps []clientv3.Cmp
 		var ops []clientv3.Op
+		if first {
+			ops = cursorOps
+		}
 		for n < len(pairs) && len(ops)+len(pairs[n]) <= maxTxnOps {
 			for _, k := range pairs[n] {
 				cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(k), "=", int64(s.pending[k])))
@@ -374,7 +395,8 @@ func (s *Store) commit() error {
 		}
 		if !resp.Succeeded {
 			// Only an expiry (a section slower than PendingTTL) or a hand
-			// edit gets here; the address may now be someone else's.
+			// edit gets here; the address may now be someone else's. The
+			// cursors, hints only, were not written either.
 			return fmt.Errorf("etcd at %s, network %q: reservations expired before they were made permanent: %w", s.Endpoints(), s.network, store.ErrUnavailable)
 		}
 		pairs = pairs[n:]
@@ -783,6 +805,9 @@ func (s *Store) Cursor(ctx context.Context, set string) (netip.Addr, error) {
 	if err := store.ValidateName("range set name", set); err != nil {
 		return netip.Addr{}, fmt.Errorf("cursor: %w", err)
 	}
+	if ip, ok := s.cursors[set]; ok {
+		return ip, nil
+	}
 	rctx, cancel := s.request(ctx)
 	defer cancel()
 	resp, err := s.cli.Get(rctx, s.cursorKey(set))
@@ -800,20 +825,17 @@ func (s *Store) Cursor(ctx context.Context, set string) (netip.Addr, error) {
 	return ip, nil
 }
 
-// SetCursor records the cursor of a range set. It is a hint: when two
+// SetCursor records the cursor of a range set; Unlock writes it with the
+// section's reservations, saving a round trip. It is a hint: when two
 // hosts race, the last write wins, which costs a little fairness only.
-func (s *Store) SetCursor(ctx context.Context, set string, ip netip.Addr) error {
+func (s *Store) SetCursor(_ context.Context, set string, ip netip.Addr) error {
 	if err := s.requireLock("set cursor"); err != nil {
 		return err
 	}
 	if err := store.ValidateName("range set name", set); err != nil {
 		return fmt.Errorf("set cursor: %w", err)
 	}
-	rctx, cancel := s.request(ctx)
-	defer cancel()
-	if _, err := s.cli.Put(rctx, s.cursorKey(set), ip.String()); err != nil {
-		return s.unavailable("write cursor "+set, err)
-	}
+	s.cursors[set] = ip
 	return nil
 }
 
