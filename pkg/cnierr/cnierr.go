@@ -30,7 +30,7 @@ func Code(err error) uint {
 		return types.ErrPluginNotAvailable
 	case errors.Is(err, config.ErrInvalid):
 		return types.ErrInvalidNetworkConfig
-	case errors.Is(err, config.ErrInvalidArgs):
+	case errors.Is(err, config.ErrInvalidArgs), errors.Is(err, config.ErrInvalidEnv):
 		return types.ErrInvalidEnvironmentVariables
 	case errors.Is(err, store.ErrLockTimeout), errors.Is(err, store.ErrUnavailable):
 		return types.ErrTryAgainLater

@@ -13,3 +13,8 @@ var ErrInvalid = errors.New("invalid configuration")
 // ErrInvalidArgs marks a malformed CNI_ARGS string. The plugins report it
 // with CNI error code 4 (invalid environment variables).
 var ErrInvalidArgs = errors.New("invalid CNI_ARGS")
+
+// ErrInvalidEnv marks a CNI environment variable that is unusable though
+// skel let it through (an interface name that is not valid UTF-8, say).
+// The plugins report it with CNI error code 4 as well.
+var ErrInvalidEnv = errors.New("invalid CNI environment variable")

@@ -6,8 +6,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -15,6 +18,8 @@ import (
 
 	"github.com/maclan-cni/maclan/pkg/cnierr"
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/logging"
 )
 
 // buildVersion is set at link time: -ldflags "-X main.buildVersion=v1.2.3".
@@ -27,24 +32,64 @@ func main() {
 		os.Exit(runCLI(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    cnierr.Wrap(cmdAdd),
-		Del:    cnierr.Wrap(cmdDel),
-		Check:  cnierr.Wrap(cmdCheck),
-		GC:     cnierr.Wrap(cmdGC),
-		Status: cnierr.Wrap(cmdStatus),
+		Add:    wrap("ADD", cmdAdd),
+		Del:    wrap("DEL", cmdDel),
+		Check:  wrap("CHECK", cmdCheck),
+		GC:     wrap("GC", cmdGC),
+		Status: wrap("STATUS", cmdStatus),
 	}, version.All, about())
 }
 
-func logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("plugin", "maclan-ipam")
+// logConf is the part of the net conf that says where to log (the same
+// top-level "logFile" and "logLevel" as maclan's).
+type logConf struct {
+	Name     string `json:"name"`
+	LogFile  string `json:"logFile"`
+	LogLevel string `json:"logLevel"`
 }
 
-func cmdAdd(args *skel.CmdArgs) (err error) {
+// wrap wraps a command: it sets up the logger, refuses an attachment the
+// store could not record faithfully, gives every error its CNI code, and
+// logs one line per call with the outcome and the duration.
+func wrap(verb string, fn func(*skel.CmdArgs, *slog.Logger) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		var lc logConf
+		_ = json.Unmarshal(args.StdinData, &lc) // a bad config is reported by fn itself
+		log, closeLog := logging.New(logging.Options{File: lc.LogFile, Level: lc.LogLevel},
+			"plugin", "maclan-ipam", "cmd", verb, "container", args.ContainerID, "network", lc.Name, "ifname", args.IfName)
+		defer closeLog()
+		start := time.Now()
+		err := validAttachment(verb, args)
+		if err == nil {
+			err = fn(args, log)
+		}
+		if err != nil {
+			e := cnierr.New(err)
+			log.Error("failed", "code", e.Code, "error", e.Msg, "duration", time.Since(start))
+			return e
+		}
+		log.Info("ok", "duration", time.Since(start))
+		return nil
+	}
+}
+
+// validAttachment checks the attachment identity of the verbs that carry
+// one, before anything is written under it.
+func validAttachment(verb string, args *skel.CmdArgs) error {
+	if verb == "GC" || verb == "STATUS" {
+		return nil
+	}
+	if err := store.ValidateAttachment(args.ContainerID, args.IfName); err != nil {
+		return fmt.Errorf("CNI_CONTAINERID/CNI_IFNAME: %w: %w", err, config.ErrInvalidEnv)
+	}
+	return nil
+}
+
+func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	log := logger()
 	st, err := openStore(conf, log)
 	if err != nil {
 		return err
@@ -57,12 +102,11 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	return types.PrintResult(res, conf.CNIVersion)
 }
 
-func cmdDel(args *skel.CmdArgs) (err error) {
+func cmdDel(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	conf, err := config.DecodeIPAMConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	log := logger()
 	st, err := openStore(conf, log)
 	if err != nil {
 		return err
@@ -71,12 +115,11 @@ func cmdDel(args *skel.CmdArgs) (err error) {
 	return del(context.Background(), st, args.ContainerID, args.IfName, log)
 }
 
-func cmdCheck(args *skel.CmdArgs) (err error) {
+func cmdCheck(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	log := logger()
 	st, err := openStore(conf, log)
 	if err != nil {
 		return err
@@ -85,12 +128,11 @@ func cmdCheck(args *skel.CmdArgs) (err error) {
 	return check(context.Background(), conf, st, args.StdinData, args.ContainerID, args.IfName, log)
 }
 
-func cmdGC(args *skel.CmdArgs) (err error) {
+func cmdGC(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	conf, err := config.DecodeIPAMConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	log := logger()
 	st, err := openStore(conf, log)
 	if err != nil {
 		return err
@@ -99,12 +141,11 @@ func cmdGC(args *skel.CmdArgs) (err error) {
 	return gc(context.Background(), conf, st, log)
 }
 
-func cmdStatus(args *skel.CmdArgs) (err error) {
+func cmdStatus(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	log := logger()
 	st, err := openStore(conf, log)
 	if err != nil {
 		return notAvailable(err)

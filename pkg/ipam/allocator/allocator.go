@@ -271,6 +271,10 @@ func (a *Allocator) reserveNext(ctx context.Context, i int, containerID, ifName 
 		return netip.Addr{}, err
 	}
 	if err := a.st.SetCursor(ctx, setName(i), got); err != nil {
+		// The ADD fails (a full disk, say): it must not keep the address.
+		if rerr := a.st.Release(ctx, got); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("release %s: %w", got, rerr))
+		}
 		return netip.Addr{}, err
 	}
 	return got, nil

@@ -26,6 +26,19 @@ type Range struct {
 // is allocated per attachment.
 type RangeSet []Range
 
+// unusable are the blocks that no interface address may come from.
+var unusable = []struct {
+	prefix netip.Prefix
+	what   string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "\"this network\", RFC 1122 section 3.2.1.3"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback, RFC 1122 section 3.2.1.3"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast, RFC 5771"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved, RFC 1112 section 4"},
+	{netip.MustParsePrefix("::/8"), "unspecified, loopback and embedded IPv4, RFC 4291 section 2.4"},
+	{netip.MustParsePrefix("ff00::/8"), "multicast, RFC 4291 section 2.7"},
+}
+
 // Canonicalize checks r and fills in the defaults. Errors name the field.
 func (r *Range) Canonicalize() error {
 	if !r.Subnet.IsValid() {
@@ -47,6 +60,11 @@ func (r *Range) Canonicalize() error {
 	// broadcast are set aside; host-local refuses them too.
 	if bits > sub.BitLen()-2 {
 		return fmt.Errorf("subnet %s is too small to allocate from", p)
+	}
+	for _, u := range unusable {
+		if p.Overlaps(u.prefix) {
+			return fmt.Errorf("subnet %s includes %s (%s), which no host may use", p, u.prefix, u.what)
+		}
 	}
 	r.Subnet = p
 	first, last := FirstHost(p), LastHost(p)

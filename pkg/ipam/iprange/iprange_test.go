@@ -2,6 +2,7 @@ package iprange
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -62,5 +63,20 @@ func TestParse(t *testing.T) {
 	}
 	if _, err := ParseAddrOrPrefix("fe80::1%eth0"); err == nil {
 		t.Errorf("zoned address accepted")
+	}
+}
+
+func TestUnusableSubnets(t *testing.T) {
+	for _, sub := range []string{"0.0.0.0/0", "0.0.0.0/8", "127.0.0.0/24", "224.0.0.0/24", "240.0.0.0/24", "::/0", "::/64", "ff02::/64"} {
+		r := Range{Subnet: netip.MustParsePrefix(sub)}
+		if err := r.Canonicalize(); err == nil || !strings.Contains(err.Error(), "no host may use") {
+			t.Errorf("Canonicalize(%s): got %v, want an error saying no host may use it", sub, err)
+		}
+	}
+	for _, sub := range []string{"10.0.0.0/8", "198.51.100.0/24", "2001:db8::/64", "fd00::/8"} {
+		r := Range{Subnet: netip.MustParsePrefix(sub)}
+		if err := r.Canonicalize(); err != nil {
+			t.Errorf("Canonicalize(%s): %v", sub, err)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"regexp"
 	"time"
+	"unicode/utf8"
 )
 
 // Lease is one address held by one attachment. An attachment is the CNI
@@ -113,6 +114,10 @@ func ValidateName(what, s string) error {
 // ValidateIfName checks an interface name the way Linux does (at most 15
 // bytes, no '/', ':', whitespace, control bytes or NUL, not "." or "..").
 func ValidateIfName(s string) error {
+	if !utf8.ValidString(s) {
+		// Records are JSON, which cannot carry it back unchanged.
+		return fmt.Errorf("interface name %q is not valid UTF-8", s)
+	}
 	if s == "" || len(s) > 15 || s == "." || s == ".." {
 		return fmt.Errorf("interface name %q must be 1 to 15 bytes and not \".\" or \"..\"", s)
 	}
