@@ -8,7 +8,7 @@
 # MACLAN_BENCH_DUAL [10] dual-stack rounds, MACLAN_BENCH_PAR [100] parallel
 # ADDs per round, MACLAN_BENCH_PAR_ROUNDS [3], MACLAN_BENCH_TRACE [30] traced
 # calls, MACLAN_BENCH_IPAM_SIZES [0,1000,10000,50000],
-# MACLAN_BENCH_IPAM_ROUNDS [11]. MACLAN_BENCH_RUN filters the workloads
+# MACLAN_BENCH_IPAM_ROUNDS [7]. MACLAN_BENCH_RUN filters the workloads
 # (go test -run syntax, e.g. 'TestBench/(sequential|parallel)').
 # MACLAN_BENCH_KEEP=DIR keeps the raw samples there. MACLAN_BENCH_WRAP="strace -f
 # -o FILE" (or perf stat ...) runs every plugin under that command, for analysis.
@@ -22,6 +22,7 @@ if [[ -z $work ]]; then
 	trap 'rm -rf "$work"' EXIT
 fi
 mkdir -p "$work"
+export MACLAN_BENCH_IPAM_ROUNDS=${MACLAN_BENCH_IPAM_ROUNDS:-7} # keeps make bench under 10 minutes here
 go build -o "$work/ipamscale" ./bench/ipamscale
 MACLAN_BENCH_OUT=$work/bench.json MACLAN_BENCH_IPAMSCALE=$work/ipamscale \
 MACLAN_BIN_DIR=$BIN MACLAN_TOOLS_DIR=$TOOLS \
