@@ -14,7 +14,7 @@ CNITOOL_VERSION := v1.3.0
 CRICTL_VERSION := v1.34.0
 REF_PLUGINS := main/macvlan ipam/host-local ipam/static ipam/dhcp meta/tuning meta/portmap
 
-.PHONY: all build test test-unit test-integration tools deps install demo e2e lint clean bench
+.PHONY: all build test test-unit test-integration tools deps install demo e2e lint clean bench reliability race fuzz
 
 all: build
 
@@ -48,6 +48,26 @@ test-unit:
 test-integration: deps build tools
 	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) \
 		$(GO) test -tags integration -count=1 -timeout 15m ./integration/...
+
+# Reliability (docs/reliability.md): the long soak and crash-injection tests
+# (root; a few minutes), then the other reliability tests, which make test
+# runs too. Figures go to $(RELIABILITY_OUT).
+RELIABILITY_OUT ?= $(BIN)/reliability-figures.txt
+reliability: deps build tools
+	rm -f $(RELIABILITY_OUT)
+	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) MACLAN_RELIABILITY=1 MACLAN_RELIABILITY_OUT=$(RELIABILITY_OUT) \
+		$(GO) test -tags integration -count=1 -timeout 40m -run '^TestReliability' ./integration/...
+
+# Unit tests under the race detector (needs cgo: gcc).
+race:
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
+# Each fuzz target for a bounded time (FUZZTIME per target).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseNetConf$$' -fuzztime $(FUZZTIME) ./pkg/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParseIPAMConf$$' -fuzztime $(FUZZTIME) ./pkg/config
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeLease$$' -fuzztime $(FUZZTIME) ./pkg/ipam/store/disk
 
 install: build
 	install -d $(CNI_BIN_DIR)
