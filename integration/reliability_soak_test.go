@@ -37,7 +37,7 @@ func TestReliabilitySoak(t *testing.T) {
 
 	// All workers share one network, so every IPAM call queues for its
 	// store lock. On a loaded 2-vCPU VM the default 10 s lockTimeout ran
-	// out for about 3% of calls at 32 workers (code 11, which a runtime
+	// out for 1.4% of calls at 32 workers (code 11, which a runtime
 	// retries; see docs/reliability.md), so the soak allows a longer wait:
 	// it looks for duplicates and leaks, not for the queue's length.
 	lockWait := os.Getenv("MACLAN_SOAK_LOCK_TIMEOUT")
