@@ -111,8 +111,13 @@ type Store struct {
 	ttl     clientv3.LeaseID
 	pending map[string]clientv3.LeaseID
 	cursors map[string]netip.Addr // written with the commit
+	records map[string]record     // lease key → what was written, for the unsure journal
 	tainted bool
 }
+
+// record is a lease value written (or adopted) in this section and the
+// index key that goes with it.
+type record struct{ value, index string }
 
 var _ store.Store = (*Store)(nil)
 
@@ -231,7 +236,7 @@ func (s *Store) unavailable(what string, err error) error {
 	cause := err.Error()
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		cause = "no answer within " + s.opts.RequestTimeout.String() + " (" + cause + ")"
+		cause = "no answer in time (" + cause + ")"
 	case errors.Is(err, context.Canceled):
 		cause = "connection to etcd lost (" + cause + ")"
 	}
@@ -332,7 +337,8 @@ func (s *Store) Lock(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("lock %s: %w: %w", s.lockFile.Name(), store.ErrUnavailable, err)
 	}
-	s.locked, s.ttl, s.pending, s.cursors, s.tainted = true, 0, map[string]clientv3.LeaseID{}, map[string]netip.Addr{}, false
+	s.locked, s.ttl, s.pending, s.cursors, s.records, s.tainted = true, 0, map[string]clientv3.LeaseID{}, map[string]netip.Addr{}, map[string]record{}, false
+	s.replayJournal(ctx)
 	return nil
 }
 
@@ -351,7 +357,7 @@ func (s *Store) Unlock() error {
 	default:
 		err = s.commit()
 	}
-	s.locked, s.ttl, s.pending, s.cursors = false, 0, nil, nil
+	s.locked, s.ttl, s.pending, s.cursors, s.records = false, 0, nil, nil, nil
 	if uerr := unflock(s.lockFile); uerr != nil {
 		err = errors.Join(err, fmt.Errorf("unlock %s: %w: %w", s.lockFile.Name(), store.ErrUnavailable, uerr))
 	}
@@ -388,10 +394,21 @@ func (s *Store) commit() error {
 			n++
 		}
 		ctx, cancel := s.request(context.Background())
+		sent := ctx.Err() == nil // else the connection was known lost: not sent
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		cancel()
 		if err != nil {
-			return s.unavailable("make reservations permanent (they expire in "+s.opts.PendingTTL.String()+")", err)
+			err = s.unavailable("make reservations permanent within "+s.opts.RequestTimeout.String()+" (they expire in "+s.opts.PendingTTL.String()+")", err)
+			if sent {
+				var rest []string
+				for _, p := range pairs {
+					rest = append(rest, p...)
+				}
+				if jerr := s.noteUnsure(rest); jerr != nil {
+					err = errors.Join(err, fmt.Errorf("note the unsure commit in %s (a DEL of the attachment releases it): %w", s.journalPath(), jerr))
+				}
+			}
+			return err
 		}
 		if !resp.Succeeded {
 			// Only an expiry (a section slower than PendingTTL) or a hand
@@ -496,6 +513,7 @@ func (s *Store) Reserve(ctx context.Context, l store.Lease) error {
 		return fmt.Errorf("reserve %s: held by container %s interface %s: %w", l.IP, held.ContainerID, held.IfName, store.ErrReserved)
 	}
 	s.pending[lk], s.pending[ik] = id, id
+	s.records[lk] = record{value: string(encodeLease(l)), index: ik}
 	return nil
 }
 
@@ -746,6 +764,7 @@ func (s *Store) GetByID(ctx context.Context, containerID, ifName string) ([]stor
 			for _, ikv := range resp.Kvs {
 				if string(ikv.Key) == ik {
 					s.pending[string(kv.Key)], s.pending[ik] = clientv3.LeaseID(kv.Lease), clientv3.LeaseID(ikv.Lease)
+					s.records[string(kv.Key)] = record{value: string(kv.Value), index: ik}
 				}
 			}
 		}

@@ -294,3 +294,41 @@ func TestImport(t *testing.T) {
 		return err
 	})
 }
+
+// TestUnsureJournal: a commit whose answer was lost is noted in the
+// journal; the host's next call deletes what it wrote, if etcd holds it
+// unchanged, and leaves alone a lease written since.
+func TestUnsureJournal(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	opts := testOptions(t, srv)
+	s := open(t, opts)
+	defer s.Close() //nolint:errcheck // test
+	l1, l2 := lease("10.0.0.2", "c1"), lease("10.0.0.3", "c2")
+	locked(t, s, func() error { return errors.Join(s.Reserve(ctx, l1), s.Reserve(ctx, l2)) })
+	// As a failed commit would leave it: both noted, then 10.0.0.3 is
+	// released and taken again by another attachment.
+	s.records = map[string]record{
+		s.leaseKey(l1.IP): {value: string(encodeLease(l1)), index: s.attachKey("c1", "eth0", l1.IP)},
+		s.leaseKey(l2.IP): {value: string(encodeLease(l2)), index: s.attachKey("c2", "eth0", l2.IP)},
+	}
+	if err := s.noteUnsure([]string{s.leaseKey(l1.IP), s.leaseKey(l2.IP)}); err != nil {
+		t.Fatal(err)
+	}
+	s.records = nil
+	s2 := open(t, opts)
+	defer s2.Close() //nolint:errcheck // test
+	l3 := lease("10.0.0.3", "c3")
+	if _, err := s2.cli.Put(ctx, s2.leaseKey(l3.IP), string(encodeLease(l3))); err != nil {
+		t.Fatal(err)
+	}
+	locked(t, s2, func() error {
+		leases, err := s2.List(ctx)
+		if len(leases) != 1 || leases[0].ContainerID != "c3" {
+			t.Errorf("leases after the journal replay = %v, want c3's only", leases)
+		}
+		return err
+	})
+	if recs, err := s2.readJournal(); err != nil || len(recs) != 0 {
+		t.Errorf("journal after replay = %v, %v; want gone", recs, err)
+	}
+}

@@ -43,6 +43,9 @@ type Options struct {
 	// Wrap, if set, prefixes the command line (for example with
 	// `ip netns exec NAME` to run the server in another namespace).
 	Wrap []string
+	// Args are added to etcd's command line (timeouts for a loaded
+	// machine, for example).
+	Args []string
 	// Health probes the client URL; needed when the server runs where the
 	// test cannot connect, and then it must run a probe from there. Nil
 	// uses an HTTP GET of /health from the test process.
@@ -140,6 +143,7 @@ func (s *Server) start() error {
 		"--initial-cluster-state", "new",
 		"--logger", "zap", "--log-level", "warn",
 	}
+	args = append(args, s.opts.Args...)
 	args = append(append([]string{}, s.opts.Wrap...), args...)
 	cmd := exec.Command(args[0], args[1:]...)
 	if s.out == nil {
