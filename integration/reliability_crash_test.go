@@ -278,10 +278,6 @@ exec %[2]q "$@"
 	}
 	figure(t, "surviving containers left with a temporary link by the killed ADD: %d %v", len(stray), stray)
 	t.Run("no temporary link survives a killed ADD", func(t *testing.T) {
-		t.Skip("bug: maclan killed between creating the macvlan under its temporary name (mlv...) and renaming it " +
-			"leaves that link in the container; DEL removes only CNI_IFNAME, so a container that survives keeps it; " +
-			"fix: create the link directly under CNI_IFNAME when it is made in the container namespace " +
-			"(IFLA_NET_NS_FD checks the name there), or let DEL remove macvlans named mlv+10 hex digits")
 		if len(stray) > 0 {
 			t.Errorf("temporary links left in surviving containers: %v", stray)
 		}

@@ -18,6 +18,10 @@ import (
 // (master missing or down, no free address, store not writable). Code 50.
 var ErrNotAvailable = errors.New("plugin not available")
 
+// ErrTryAgain marks a condition expected to pass (a master without carrier,
+// say): code 11, try again later.
+var ErrTryAgain = errors.New("try again later")
+
 // Code returns the CNI error code that fits err.
 func Code(err error) uint {
 	var te *types.Error
@@ -32,7 +36,7 @@ func Code(err error) uint {
 		return types.ErrInvalidNetworkConfig
 	case errors.Is(err, config.ErrInvalidArgs), errors.Is(err, config.ErrInvalidEnv):
 		return types.ErrInvalidEnvironmentVariables
-	case errors.Is(err, store.ErrLockTimeout), errors.Is(err, store.ErrUnavailable):
+	case errors.Is(err, ErrTryAgain), errors.Is(err, store.ErrLockTimeout), errors.Is(err, store.ErrUnavailable):
 		return types.ErrTryAgainLater
 	default:
 		return types.ErrInternal

@@ -3,7 +3,7 @@
 package macvlan
 
 import (
-	"encoding/hex"
+	"hash/fnv"
 	"errors"
 	"fmt"
 	"net"
@@ -13,7 +13,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/maclan-cni/maclan/pkg/config"
 )
@@ -124,10 +123,7 @@ func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS boo
 		return nil, fmt.Errorf("field \"mtu\": %d is above the MTU %d of master %q: %w",
 			spec.MTU, spec.Master.Attrs().MTU, masterName, config.ErrInvalid)
 	}
-	tmpName, err := tempName()
-	if err != nil {
-		return nil, err
-	}
+	tmpName := TempName(spec.IfName)
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = tmpName
 	attrs.ParentIndex = spec.Master.Attrs().Index
@@ -178,15 +174,16 @@ func createError(err error, master string, mode netlink.MacvlanMode) error {
 	}
 }
 
-// tempName is a random name no host interface has. getrandom(2) directly
-// rather than crypto/rand, whose FIPS self-tests and package set cost every
-// maclan process start-up time for five bytes.
-func tempName() (string, error) {
-	b := make([]byte, 5)
-	if _, err := unix.Getrandom(b, 0); err != nil {
-		return "", fmt.Errorf("temporary interface name: %w", err)
-	}
-	return "mlv" + hex.EncodeToString(b), nil
+// TempName is the name a new link has in the container between its
+// creation and its rename to ifName: "mlv" and ten hex digits of a hash of
+// ifName, so that it collides with no interface of the host (where older
+// kernels checked names) and DEL can find and remove a link left under it
+// by an ADD killed between the two steps. Within one container namespace
+// each interface name has its own.
+func TempName(ifName string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(ifName)) // a hash.Hash never fails to write
+	return fmt.Sprintf("mlv%010x", h.Sum64()&(1<<40-1))
 }
 
 // Delete removes the macvlan link ifName from the namespace of h. A missing
@@ -212,6 +209,20 @@ func Delete(h netlinksafe.Handle, ifName string) (deleted bool, err error) {
 		return false, fmt.Errorf("delete %q: %w", ifName, err)
 	}
 	return true, nil
+}
+
+// Ready reports a master that cannot carry traffic: down, or up without a
+// carrier (operstate down or lower-layer down). A master whose driver does
+// not report an operstate ("unknown") counts as ready.
+func Ready(master netlink.Link) error {
+	a := master.Attrs()
+	switch {
+	case a.Flags&net.FlagUp == 0:
+		return fmt.Errorf("master %q is down", a.Name)
+	case a.OperState == netlink.OperDown || a.OperState == netlink.OperLowerLayerDown:
+		return fmt.Errorf("master %q has no carrier (operstate %s)", a.Name, a.OperState)
+	}
+	return nil
 }
 
 // Expect is what Verify checks a container link against.

@@ -148,17 +148,24 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 		}
 	}
 	tr.step("parse")
-	// The IPAM runs while the link is made: the two do not depend on each
-	// other until the addresses go on the link. It is forked now, from the
-	// runtime's namespace, before this thread enters any other.
+	// An IPAM that keeps state only runs while the link is made: the two do
+	// not depend on each other until the addresses go on the link. It is
+	// forked now, from the runtime's namespace, before this thread enters
+	// any other. Any other IPAM (dhcp, say) works on the container's
+	// interface, so it starts once the link exists.
 	var pending *delegation
 	ipamHeld := false
-	if conf.IPAM.Type != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
-		defer cancel()
-		if pending, err = startDelegate(ctx, "ADD", conf.IPAM.Type, args.StdinData); err != nil {
+	ipamCtx, cancelIPAM := context.WithTimeout(context.Background(), ipamTimeout)
+	defer cancelIPAM()
+	startIPAM := func() error {
+		var err error
+		if pending, err = startDelegate(ipamCtx, "ADD", conf.IPAM.Type, args.StdinData); err != nil {
 			return fmt.Errorf("IPAM %q ADD: %w", conf.IPAM.Type, err)
 		}
+		tr.step("ipam start")
+		return nil
+	}
+	if conf.IPAM.Type != "" {
 		defer func() {
 			if err == nil {
 				return
@@ -168,13 +175,17 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 				ipamHeld = werr == nil
 			}
 			if !ipamHeld {
-				return // the IPAM ADD itself failed: nothing to release
+				return // the IPAM ADD failed or never ran: nothing to release
 			}
 			if derr := ipamDel(conf.IPAM.Type, args.StdinData); derr != nil {
 				log.Error("releasing the addresses after a failed ADD failed too", "ipam", conf.IPAM.Type, "error", derr)
 			}
 		}()
-		tr.step("ipam start")
+		if stateOnlyIPAM(conf.IPAM.Type) {
+			if err = startIPAM(); err != nil {
+				return err
+			}
+		}
 	}
 	contNS, err := openNetNS(args.Netns)
 	if err != nil {
@@ -191,6 +202,10 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
 	if err != nil {
 		return masterError(err)
+	}
+	if err = macvlan.Ready(master); err != nil {
+		// Transient as a rule (a link flap, a cable): the runtime retries.
+		return fmt.Errorf("%w: %w", err, cnierr.ErrTryAgain)
 	}
 	tr.step("master lookup")
 	link, err := macvlan.Create(h.master, h.cont, netns.NsHandle(contNS.Fd()), conf.LinkInContainer, macvlan.Spec{
@@ -232,6 +247,11 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 		return types.PrintResult(result, conf.CNIVersion)
 	}
 
+	if pending == nil {
+		if err = startIPAM(); err != nil {
+			return err
+		}
+	}
 	var ipamResult *current.Result
 	ipamResult, err = ipamAdd(conf.IPAM.Type, pending)
 	pending, ipamHeld = nil, err == nil
@@ -376,10 +396,11 @@ func cmdDel(args *skel.CmdArgs, log *slog.Logger, tr *tracer) error {
 	}
 	tr.step("parse")
 	var errs []error
-	// The IPAM releases while the kernel tears the link down (20 ms and
-	// more of RCU waits): neither depends on the other, and the reference
-	// plugin, too, releases before it deletes. It is forked now, from the
-	// runtime's namespace, before this thread enters any other.
+	// A state-only IPAM releases while the kernel tears the link down (20 ms
+	// and more of RCU waits): neither depends on the other. It is forked now,
+	// from the runtime's namespace, before this thread enters any other. Any
+	// other IPAM may need the interface to release (dhcp sends its
+	// DHCPRELEASE from it), so it finishes first, as with the reference.
 	var pending *delegation
 	if conf.IPAM.Type != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
@@ -388,6 +409,19 @@ func cmdDel(args *skel.CmdArgs, log *slog.Logger, tr *tracer) error {
 			errs = append(errs, fmt.Errorf("IPAM %q DEL: %w", conf.IPAM.Type, err))
 		}
 		tr.step("ipam start")
+	}
+	waitIPAM := func() {
+		if pending == nil {
+			return
+		}
+		if _, err := pending.wait(); err != nil {
+			errs = append(errs, fmt.Errorf("IPAM %q DEL: %w", conf.IPAM.Type, err))
+		}
+		pending = nil
+		tr.step("ipam wait")
+	}
+	if !stateOnlyIPAM(conf.IPAM.Type) {
+		waitIPAM()
 	}
 	if err := deleteLink(args.Netns, args.IfName, log); err != nil {
 		errs = append(errs, err)
@@ -398,13 +432,20 @@ func cmdDel(args *skel.CmdArgs, log *slog.Logger, tr *tracer) error {
 			errs = append(errs, err)
 		}
 	}
-	if pending != nil {
-		if _, err := pending.wait(); err != nil {
-			errs = append(errs, fmt.Errorf("IPAM %q DEL: %w", conf.IPAM.Type, err))
-		}
-		tr.step("ipam wait")
-	}
+	waitIPAM()
 	return errors.Join(errs...)
+}
+
+// stateOnlyIPAM reports whether an IPAM plugin only keeps state (leases in
+// files or a database) and never touches the container's interface, so that
+// it can run while the link is made or torn down. Unknown IPAMs are assumed
+// to need the interface.
+func stateOnlyIPAM(plugin string) bool {
+	switch plugin {
+	case "maclan-ipam", "host-local", "static":
+		return true
+	}
+	return false
 }
 
 // detachShim removes the container's routes from the host shim, and the
@@ -453,6 +494,11 @@ func deleteLink(netnsPath, ifName string, log *slog.Logger) error {
 		return fmt.Errorf("netlink handle in container netns %q: %w", netnsPath, err)
 	}
 	defer h.Close()
+	// An ADD killed between creating the link and renaming it leaves it
+	// under its temporary name.
+	if _, err := macvlan.Delete(h, macvlan.TempName(ifName)); err != nil {
+		log.Warn("interface left in place", "netns", netnsPath, "error", err)
+	}
 	if _, err := macvlan.Delete(h, ifName); err != nil {
 		// Not ours (another plugin's link of that name): leave it, and do
 		// not fail DEL for ever over it.
@@ -567,14 +613,7 @@ func masterReady(name string) error {
 	if err != nil {
 		return err
 	}
-	a := master.Attrs()
-	switch {
-	case a.Flags&net.FlagUp == 0:
-		return fmt.Errorf("master %q is down", a.Name)
-	case a.OperState == netlink.OperDown || a.OperState == netlink.OperLowerLayerDown:
-		return fmt.Errorf("master %q has no carrier (operstate %s)", a.Name, a.OperState)
-	}
-	return nil
+	return macvlan.Ready(master)
 }
 
 // cmdGC forwards garbage collection to the IPAM (SPEC.md, "GC"): the links
