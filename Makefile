@@ -6,7 +6,7 @@ TOOLS       := $(CURDIR)/.tools/bin
 CNI_BIN_DIR ?= /opt/cni/bin
 VERSION     := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.buildVersion=$(VERSION)
-PLUGINS     := maclan maclan-ipam
+PLUGINS     := maclan maclan-ipam maclan-ipam-etcd
 
 # Reference plugins and clients that the tests run beside maclan.
 REF_VERSION := v1.10.0
@@ -19,6 +19,11 @@ REF_PLUGINS := main/macvlan ipam/host-local ipam/static ipam/dhcp meta/tuning me
 all: build
 
 build: $(addprefix $(BIN)/,$(PLUGINS))
+
+# maclan-ipam-etcd is maclan-ipam with the etcd client linked in; maclan-ipam
+# hands it every call that names the etcd store (plugins/maclan-ipam/handoff.go).
+$(BIN)/maclan-ipam-etcd: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -tags etcd -ldflags '$(LDFLAGS)' -o $@ ./plugins/maclan-ipam
 
 $(BIN)/%: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./plugins/$*
@@ -96,6 +101,7 @@ $(TOOLS)/crictl:
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)
 	$(GO) vet ./...
+	$(GO) vet -tags etcd ./plugins/maclan-ipam
 	$(GO) vet -tags integration ./integration/...
 
 clean:

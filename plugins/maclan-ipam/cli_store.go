@@ -9,7 +9,6 @@ import (
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
-	"github.com/maclan-cni/maclan/pkg/ipam/store/etcd"
 )
 
 // storeFlags select the store an operator command acts on: the directory
@@ -53,16 +52,6 @@ func (f *storeFlags) etcdConf() (config.IPAMStoreConf, error) {
 	return sc, nil
 }
 
-func (f *storeFlags) etcdOptions() (etcd.Options, error) {
-	sc, err := f.etcdConf()
-	if err != nil {
-		return etcd.Options{}, err
-	}
-	opts, err := etcdOptions(sc)
-	opts.Log = f.c.log
-	return opts, err
-}
-
 // networks lists the networks the store holds, or just the one named.
 func (f *storeFlags) networks(network string) ([]string, error) {
 	if !f.isEtcd() {
@@ -71,11 +60,7 @@ func (f *storeFlags) networks(network string) ([]string, error) {
 	if network != "" {
 		return []string{network}, nil
 	}
-	opts, err := f.etcdOptions()
-	if err != nil {
-		return nil, err
-	}
-	return etcd.Networks(context.Background(), opts)
+	return f.etcdNetworks()
 }
 
 // open opens the store of one network.
@@ -86,11 +71,7 @@ func (f *storeFlags) open(network string) (store.Store, error) {
 	if err := store.ValidateName("network name", network); err != nil {
 		return nil, usageError(err.Error())
 	}
-	opts, err := f.etcdOptions()
-	if err != nil {
-		return nil, err
-	}
-	return etcd.New(network, opts)
+	return f.etcdOpen(network)
 }
 
 // fsckReport is what fsck prints, whichever the store.
@@ -118,15 +99,8 @@ func fsckStore(ctx context.Context, st store.Store, repair bool) (fsckReport, er
 			add(p, p.Repaired)
 		}
 		return r, err
-	case *etcd.Store:
-		rep, err := st.Fsck(ctx, repair)
-		r.leases, r.attachments = rep.Leases, rep.Attachments
-		for _, p := range rep.Problems {
-			add(p, p.Repaired)
-		}
-		if rep.Pending > 0 {
-			r.note = fmt.Sprintf(" (%d reservations of calls in progress or dead, not yet permanent: etcd deletes those of dead calls within %s)", rep.Pending, etcd.DefaultPendingTTL)
-		}
+	}
+	if ok, err := etcdFsck(ctx, st, repair, &r, add); ok {
 		return r, err
 	}
 	return r, fmt.Errorf("fsck: no check for a %T", st)

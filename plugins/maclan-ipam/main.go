@@ -29,7 +29,20 @@ func about() string { return "CNI maclan-ipam plugin " + buildVersion }
 
 func main() {
 	if os.Getenv("CNI_COMMAND") == "" {
+		if !etcdBuiltIn && cliWantsEtcd(os.Args[1:]) {
+			fmt.Fprintln(os.Stderr, execEtcd(os.Args[1:]))
+			os.Exit(1)
+		}
 		os.Exit(runCLI(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	if !etcdBuiltIn {
+		if err := handOffPlugin(); err != nil {
+			// skel prints the error as CNI JSON, with the right exit code.
+			skel.PluginMainFuncs(skel.CNIFuncs{
+				Add: failWith(err), Del: failWith(err), Check: failWith(err), GC: failWith(err), Status: failWith(err),
+			}, version.All, about())
+			return
+		}
 	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    wrap("ADD", cmdAdd),
@@ -38,6 +51,10 @@ func main() {
 		GC:     wrap("GC", cmdGC),
 		Status: wrap("STATUS", cmdStatus),
 	}, version.All, about())
+}
+
+func failWith(err error) func(*skel.CmdArgs) error {
+	return func(*skel.CmdArgs) error { return cnierr.New(err) }
 }
 
 // logConf is the part of the net conf that says where to log (the same

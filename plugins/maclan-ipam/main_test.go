@@ -25,10 +25,17 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "maclan-ipam")
-	out, err := exec.Command("go", "build", "-ldflags", "-X main.buildVersion=test", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.Exit(1)
+	// maclan-ipam hands etcd calls to maclan-ipam-etcd beside it.
+	for _, b := range [][]string{
+		{"-o", binary},
+		{"-tags", "etcd", "-o", filepath.Join(dir, etcdBinary)},
+	} {
+		args := append([]string{"build", "-ldflags", "-X main.buildVersion=test"}, b...)
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir) // a temp dir left behind is not worth failing for

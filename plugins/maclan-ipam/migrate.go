@@ -176,3 +176,15 @@ func lockHostLocal(dir string, timeout time.Duration) (func() error, error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// betweenStores tells `migrate --from disk --to etcd` from the host-local
+// form.
+func betweenStores(args []string) bool {
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && (name == "from" || name == "to") {
+			return true
+		}
+	}
+	return false
+}

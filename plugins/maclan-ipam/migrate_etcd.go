@@ -1,26 +1,15 @@
+//go:build etcd
+
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/etcd"
 )
-
-// betweenStores tells `migrate --from disk --to etcd` from the host-local
-// form.
-func betweenStores(args []string) bool {
-	for _, a := range args {
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if strings.HasPrefix(a, "-") && (name == "from" || name == "to") {
-			return true
-		}
-	}
-	return false
-}
 
 // migrateStores copies the directory store of one network on this host
 // into the etcd store: every lease, with its attachment and creation time.

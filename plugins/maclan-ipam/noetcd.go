@@ -1,0 +1,30 @@
+//go:build !etcd
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+)
+
+// The default build has no etcd client: every etcd call is handed to
+// maclan-ipam-etcd before it gets here (see handoff.go). These are the
+// answers if it does anyway.
+
+const etcdBuiltIn = false
+
+func openEtcdStore(*config.IPAMConf, *slog.Logger) (pluginStore, error) { return nil, errNoEtcd }
+
+func (f *storeFlags) etcdNetworks() ([]string, error) { return nil, errNoEtcd }
+
+func (f *storeFlags) etcdOpen(string) (store.Store, error) { return nil, errNoEtcd }
+
+func etcdFsck(context.Context, store.Store, bool, *fsckReport, func(fmt.Stringer, bool)) (bool, error) {
+	return false, nil
+}
+
+func (c *cli) migrateStores([]string) error { return errNoEtcd }

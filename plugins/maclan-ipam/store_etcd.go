@@ -1,0 +1,111 @@
+//go:build etcd
+
+package main
+
+// The etcd store, linked only into maclan-ipam-etcd (see handoff.go).
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/ipam/store/etcd"
+)
+
+const etcdBuiltIn = true
+
+var _ pluginStore = (*etcd.Store)(nil)
+
+func openEtcdStore(conf *config.IPAMConf, log *slog.Logger) (pluginStore, error) {
+	opts, err := etcdOptions(conf.Store)
+	if err != nil {
+		return nil, err
+	}
+	opts.LockTimeout, opts.Log = timeFromConf(conf), log
+	return etcd.New(conf.Name, opts)
+}
+
+// etcdOptions turns a validated store object into etcd.Options, reading the
+// TLS files it names.
+func etcdOptions(sc config.IPAMStoreConf) (etcd.Options, error) {
+	opts := etcd.Options{
+		Endpoints:      sc.Endpoints,
+		Prefix:         sc.Prefix,
+		DialTimeout:    time.Duration(sc.DialTimeout),
+		RequestTimeout: time.Duration(sc.RequestTimeout),
+		LockDir:        sc.Dir,
+	}
+	if sc.TLS == nil {
+		return opts, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if sc.TLS.CA != "" {
+		pem, err := os.ReadFile(sc.TLS.CA)
+		if err != nil {
+			return opts, fmt.Errorf("ipam.store.tls.ca: %w", errors.Join(config.ErrInvalid, err))
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return opts, fmt.Errorf("ipam.store.tls.ca %s: no PEM certificate in it: %w", sc.TLS.CA, config.ErrInvalid)
+		}
+	}
+	if sc.TLS.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(sc.TLS.Cert, sc.TLS.Key)
+		if err != nil {
+			return opts, fmt.Errorf("ipam.store.tls.cert/key: %w", errors.Join(config.ErrInvalid, err))
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	opts.TLS = tc
+	return opts, nil
+}
+
+func (f *storeFlags) etcdOptions() (etcd.Options, error) {
+	sc, err := f.etcdConf()
+	if err != nil {
+		return etcd.Options{}, err
+	}
+	opts, err := etcdOptions(sc)
+	opts.Log = f.c.log
+	return opts, err
+}
+
+func (f *storeFlags) etcdNetworks() ([]string, error) {
+	opts, err := f.etcdOptions()
+	if err != nil {
+		return nil, err
+	}
+	return etcd.Networks(context.Background(), opts)
+}
+
+func (f *storeFlags) etcdOpen(network string) (store.Store, error) {
+	opts, err := f.etcdOptions()
+	if err != nil {
+		return nil, err
+	}
+	return etcd.New(network, opts)
+}
+
+// etcdFsck runs fsck on st if it is an etcd store; ok says whether it was.
+func etcdFsck(ctx context.Context, st store.Store, repair bool, r *fsckReport, add func(fmt.Stringer, bool)) (ok bool, err error) {
+	es, isEtcd := st.(*etcd.Store)
+	if !isEtcd {
+		return false, nil
+	}
+	rep, err := es.Fsck(ctx, repair)
+	r.leases, r.attachments = rep.Leases, rep.Attachments
+	for _, p := range rep.Problems {
+		add(p, p.Repaired)
+	}
+	if rep.Pending > 0 {
+		r.note = fmt.Sprintf(" (%d reservations of calls in progress or dead, not yet permanent: etcd deletes those of dead calls within %s)", rep.Pending, etcd.DefaultPendingTTL)
+	}
+	return true, err
+}
