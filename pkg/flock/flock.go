@@ -1,15 +1,22 @@
 // Package flock takes exclusive flock(2) locks on files with a deadline.
 //
-// A lock never blocks in the kernel: it polls with LOCK_NB and a short,
-// growing back-off, so that a caller whose lock holder hangs gets an error it
-// can report (CNI's "try again later") instead of hanging its runtime. A
-// holder that dies releases the lock with its file descriptor.
+// A contended lock is waited for in the kernel, which hands it to the next
+// waiter the moment it is released. (Polling with LOCK_NB and a back-off
+// leaves the lock idle for up to the back-off at every hand-over and lets
+// late-comers overtake: with 100 maclan-ipam ADDs started at once, some
+// waited out a 10 s timeout.) The blocking flock runs on its own goroutine,
+// on a duplicate of the descriptor, so that a deadline can end the wait: a
+// caller whose lock holder hangs gets an error it can report (CNI's "try
+// again later") instead of hanging its runtime. A wait abandoned at the
+// deadline releases the lock at once if it gets it later. A holder that
+// dies releases the lock with its file descriptor.
 package flock
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -31,29 +38,79 @@ func Lock(path string, timeout time.Duration) (unlock func(), err error) {
 	return func() { f.Close() }, nil // closing the descriptor releases the lock
 }
 
-// Wait takes an exclusive lock on f, polling until deadline or until cancel
-// is closed (nil: never). It returns ErrTimeout in both cases.
+// Wait takes an exclusive lock on f, waiting until deadline or until cancel
+// is closed (nil: never); both give ErrTimeout.
 func Wait(f *os.File, deadline time.Time, cancel <-chan struct{}) error {
-	wait := 200 * time.Microsecond
+	fd := int(f.Fd())
+	err := flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+	if !errors.Is(err, syscall.EWOULDBLOCK) {
+		return wrap(err)
+	}
+	dup, err := syscall.Dup(fd) // same open file description: same lock
+	if err != nil {
+		return fmt.Errorf("flock: %w", err)
+	}
+	w := &wait{fd: dup, done: make(chan error, 1)}
+	go w.run()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case err = <-w.done:
+	case <-t.C:
+		err = w.abandon()
+	case <-cancel:
+		err = w.abandon()
+	}
+	return wrap(err)
+}
+
+func wrap(err error) error {
+	if err == nil || errors.Is(err, ErrTimeout) {
+		return err
+	}
+	return fmt.Errorf("flock: %w", err)
+}
+
+// wait is a blocking flock on a duplicate descriptor.
+type wait struct {
+	fd        int
+	done      chan error
+	mu        sync.Mutex
+	abandoned bool
+}
+
+func (w *wait) run() {
+	err := flock(w.fd, syscall.LOCK_EX)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.abandoned && err == nil {
+		_ = flock(w.fd, syscall.LOCK_UN) // nobody wants it any more; an error leaves it to the close below
+	}
+	_ = syscall.Close(w.fd) // the duplicate only; the caller's descriptor keeps the lock if it was taken
+	if !w.abandoned {
+		w.done <- err
+	}
+}
+
+// abandon gives up the wait. It returns the wait's outcome if the lock
+// came at the last moment, else ErrTimeout.
+func (w *wait) abandon() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case err := <-w.done:
+		return err
+	default:
+		w.abandoned = true
+		return ErrTimeout
+	}
+}
+
+// flock retries on EINTR.
+func flock(fd, how int) error {
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return nil
+		if err := syscall.Flock(fd, how); !errors.Is(err, syscall.EINTR) {
+			return err
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			return fmt.Errorf("flock: %w", err)
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return ErrTimeout
-		}
-		t := time.NewTimer(min(wait, left))
-		select {
-		case <-cancel:
-			t.Stop()
-			return ErrTimeout
-		case <-t.C:
-		}
-		wait = min(2*wait, 5*time.Millisecond)
 	}
 }

@@ -3,9 +3,9 @@
 package macvlan
 
 import (
-	"hash/fnv"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"syscall"
