@@ -113,9 +113,6 @@ func TestReliabilityFullDisk(t *testing.T) {
 	err := status()
 	figure(t, "STATUS on the full disk: code %d: %v", cniCode(err), err)
 	t.Run("STATUS on the full disk reports 50", func(t *testing.T) {
-		t.Skip("bug: maclan-ipam STATUS succeeds on a full disk, where every ADD fails: CheckWritable " +
-			"writes an empty probe file, which needs an inode but no data block; fix: write a probe of " +
-			"one lease's size, or check statfs(2) free blocks and inodes, in disk.Store.CheckWritable")
 		wantCNIError(t, err, types.ErrPluginNotAvailable)
 	})
 
