@@ -107,6 +107,39 @@ func (o ProbeOptions) Duration() time.Duration {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// socket opens an ARP packet socket bound to the interface ifIndex, so that
+// only its frames are read, and returns it with the broadcast address to
+// send to.
+func socket(ifIndex int) (int, *unix.SockaddrLinklayer, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+	if err != nil {
+		return -1, nil, fmt.Errorf("ARP socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifIndex}); err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("bind ARP socket to interface %d: %w", ifIndex, err)
+	}
+	return fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifIndex, Halen: 6,
+		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}, nil
+}
+
+// Announce broadcasts an ARP announcement of ip at mac out of ifIndex: a
+// request whose sender and target protocol addresses are both ip and whose
+// target hardware address is zero (RFC 5227, section 2.3), so that
+// neighbours replace a stale entry for ip at once.
+func Announce(ifIndex int, mac net.HardwareAddr, ip netip.Addr) error {
+	fd, to, err := socket(ifIndex)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	p := Packet{Op: OpRequest, SenderMAC: mac, SenderIP: ip, TargetMAC: make(net.HardwareAddr, 6), TargetIP: ip}
+	if err := unix.Sendto(fd, p.Marshal(), 0, to); err != nil {
+		return fmt.Errorf("send ARP announcement for %s: %w", ip, err)
+	}
+	return nil
+}
+
 // Probe sends ARP probes for ip out of the interface ifIndex (whose MAC is
 // mac) and listens for an answer. It returns the MAC of a device that
 // answered, or nil if none did within the options' time. It acts in the
@@ -116,20 +149,14 @@ func Probe(ifIndex int, mac net.HardwareAddr, ip netip.Addr, opts ProbeOptions) 
 		return nil, fmt.Errorf("ARP probe for %s: not an IPv4 address", ip)
 	}
 	opts.defaults()
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+	fd, to, err := socket(ifIndex)
 	if err != nil {
-		return nil, fmt.Errorf("ARP socket: %w", err)
+		return nil, err
 	}
 	defer unix.Close(fd)
-	// Bind to the interface so that only its frames are read.
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifIndex}); err != nil {
-		return nil, fmt.Errorf("bind ARP socket to interface %d: %w", ifIndex, err)
-	}
 	// An ARP probe: a request with a zero sender address and a zero target
 	// hardware address (RFC 5227, section 2.1.1).
 	probe := Packet{Op: OpRequest, SenderMAC: mac, SenderIP: netip.IPv4Unspecified(), TargetMAC: make(net.HardwareAddr, 6), TargetIP: ip}.Marshal()
-	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifIndex, Halen: 6,
-		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
 
 	start := time.Now()
 	nextSend := start

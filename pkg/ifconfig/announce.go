@@ -1,13 +1,15 @@
 package ifconfig
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/maclan-cni/maclan/pkg/arp"
 )
 
 // announce tells the LAN that the addresses of ips now live at the link's
@@ -37,40 +39,12 @@ func announce(link netlink.Link, ips []*current.IPConfig, count int) error {
 	return nil
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// arpAnnouncement builds an ARP request whose sender and target protocol
-// addresses are both ip and whose target hardware address is zero: the
-// "ARP Announcement" of RFC 5227, section 2.3 (packet layout: RFC 826).
-func arpAnnouncement(mac net.HardwareAddr, ip net.IP) []byte {
-	b := make([]byte, 28)
-	binary.BigEndian.PutUint16(b[0:], 1)      // hardware type: Ethernet
-	binary.BigEndian.PutUint16(b[2:], 0x0800) // protocol type: IPv4
-	b[4], b[5] = 6, 4                         // address lengths
-	binary.BigEndian.PutUint16(b[6:], 1)      // operation: request
-	copy(b[8:14], mac)
-	copy(b[14:18], ip.To4())
-	// b[18:24], the target hardware address, stays zero.
-	copy(b[24:28], ip.To4())
-	return b
-}
-
 func sendARPAnnouncement(ifIndex int, mac net.HardwareAddr, ip net.IP) error {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
-	if err != nil {
-		return fmt.Errorf("ARP socket: %w", err)
+	addr, ok := netip.AddrFromSlice(ip.To4())
+	if !ok {
+		return fmt.Errorf("ARP announcement for %s: not an IPv4 address", ip)
 	}
-	defer unix.Close(fd)
-	to := &unix.SockaddrLinklayer{
-		Protocol: htons(unix.ETH_P_ARP),
-		Ifindex:  ifIndex,
-		Halen:    6,
-		Addr:     [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
-	}
-	if err := unix.Sendto(fd, arpAnnouncement(mac, ip), 0, to); err != nil {
-		return fmt.Errorf("send ARP announcement: %w", err)
-	}
-	return nil
+	return arp.Announce(ifIndex, mac, addr)
 }
 
 // unsolicitedNA builds an ICMPv6 neighbour advertisement for target with

@@ -102,60 +102,59 @@ func validAttachment(verb string, args *skel.CmdArgs) error {
 	return nil
 }
 
-func cmdAdd(args *skel.CmdArgs, log *slog.Logger) (err error) {
+// withStore opens the store of conf, runs fn on it and closes it, joining
+// a close error into fn's.
+func withStore(conf *config.IPAMConf, log *slog.Logger, fn func(pluginStore) error) (err error) {
+	st, err := openStore(conf, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore(st, &err)
+	return fn(st)
+}
+
+func cmdAdd(args *skel.CmdArgs, log *slog.Logger) error {
 	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(conf, log)
-	if err != nil {
-		return err
-	}
-	defer closeStore(st, &err)
-	res, err := add(context.Background(), conf, st, args.ContainerID, args.IfName, log)
-	if err != nil {
-		return err
-	}
-	return types.PrintResult(res, conf.CNIVersion)
+	return withStore(conf, log, func(st pluginStore) error {
+		res, err := add(context.Background(), conf, st, args.ContainerID, args.IfName, log)
+		if err != nil {
+			return err
+		}
+		return types.PrintResult(res, conf.CNIVersion)
+	})
 }
 
-func cmdDel(args *skel.CmdArgs, log *slog.Logger) (err error) {
+func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {
 	conf, err := config.DecodeIPAMConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(conf, log)
-	if err != nil {
-		return err
-	}
-	defer closeStore(st, &err)
-	return del(context.Background(), st, args.ContainerID, args.IfName, log)
+	return withStore(conf, log, func(st pluginStore) error {
+		return del(context.Background(), st, args.ContainerID, args.IfName, log)
+	})
 }
 
-func cmdCheck(args *skel.CmdArgs, log *slog.Logger) (err error) {
+func cmdCheck(args *skel.CmdArgs, log *slog.Logger) error {
 	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(conf, log)
-	if err != nil {
-		return err
-	}
-	defer closeStore(st, &err)
-	return check(context.Background(), conf, st, args.StdinData, args.ContainerID, args.IfName, log)
+	return withStore(conf, log, func(st pluginStore) error {
+		return check(context.Background(), conf, st, args.StdinData, args.ContainerID, args.IfName, log)
+	})
 }
 
-func cmdGC(args *skel.CmdArgs, log *slog.Logger) (err error) {
+func cmdGC(args *skel.CmdArgs, log *slog.Logger) error {
 	conf, err := config.DecodeIPAMConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(conf, log)
-	if err != nil {
-		return err
-	}
-	defer closeStore(st, &err)
-	return gc(context.Background(), conf, st, log)
+	return withStore(conf, log, func(st pluginStore) error {
+		return gc(context.Background(), conf, st, log)
+	})
 }
 
 func cmdStatus(args *skel.CmdArgs, log *slog.Logger) (err error) {
@@ -165,7 +164,7 @@ func cmdStatus(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	}
 	st, err := openStore(conf, log)
 	if err != nil {
-		return notAvailable(err)
+		return notAvailable(err) // STATUS: a store that cannot be opened is 50
 	}
 	defer closeStore(st, &err)
 	return status(context.Background(), conf, st, log)

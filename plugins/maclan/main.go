@@ -124,6 +124,21 @@ func (h *handles) Close() {
 	h.cont.Close()
 }
 
+// openContainer opens the container's namespace and the netlink handles
+// (see openHandles); the caller closes both.
+func openContainer(path string, linkInContainer bool) (ns.NetNS, *handles, error) {
+	contNS, err := openNetNS(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := openHandles(contNS, linkInContainer)
+	if err != nil {
+		contNS.Close()
+		return nil, nil, err
+	}
+	return contNS, h, nil
+}
+
 func openNetNS(path string) (ns.NetNS, error) {
 	n, err := ns.GetNS(path)
 	if err != nil {
@@ -187,15 +202,11 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 			}
 		}
 	}
-	contNS, err := openNetNS(args.Netns)
+	contNS, h, err := openContainer(args.Netns, conf.LinkInContainer)
 	if err != nil {
 		return err
 	}
 	defer contNS.Close()
-	h, err := openHandles(contNS, conf.LinkInContainer)
-	if err != nil {
-		return err
-	}
 	defer h.Close()
 	tr.step("netns+handles")
 
@@ -540,15 +551,11 @@ func cmdCheck(args *skel.CmdArgs, _ *slog.Logger, _ *tracer) error {
 		}
 	}
 
-	contNS, err := openNetNS(args.Netns)
+	contNS, h, err := openContainer(args.Netns, conf.LinkInContainer)
 	if err != nil {
 		return err
 	}
 	defer contNS.Close()
-	h, err := openHandles(contNS, conf.LinkInContainer)
-	if err != nil {
-		return err
-	}
 	defer h.Close()
 	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
 	if err != nil {
