@@ -6,6 +6,7 @@ set -euo pipefail
 declare -A pkg_of=(
 	[ip]=iproute2 [bridge]=iproute2 [ping]=iputils-ping [arping]=iputils-arping
 	[iptables]=iptables [ndisc6]=ndisc6 [sysctl]=procps [git]=git
+	[etcd]=etcd-server [dnsmasq]=dnsmasq-base
 )
 missing=()
 for cmd in "${!pkg_of[@]}"; do
