@@ -279,15 +279,17 @@ func (c *cli) fsck(args []string) error {
 		if err != nil {
 			return err
 		}
-		var rep fsckReport
+		var rep store.FsckReport
 		err = store.WithLock(context.Background(), st, func() error {
 			var ferr error
 			rep, ferr = fsckStore(context.Background(), st, *repair)
 			return ferr
 		})
 		err = errors.Join(err, st.Close())
-		unrepaired += rep.unrepaired
-		for _, p := range rep.problems {
+		for _, p := range rep.Problems {
+			if !p.Repaired {
+				unrepaired++
+			}
 			if _, werr := fmt.Fprintf(c.stdout, "%s: %s\n", n, p); werr != nil {
 				return werr
 			}
@@ -295,7 +297,12 @@ func (c *cli) fsck(args []string) error {
 		if err != nil {
 			return fmt.Errorf("network %s: %w", n, err)
 		}
-		if _, err := fmt.Fprintf(c.stdout, "%s: %d leases, %d attachments, %d problems%s\n", n, rep.leases, rep.attachments, len(rep.problems), rep.note); err != nil {
+		note := ""
+		if rep.Pending > 0 {
+			note = fmt.Sprintf(" (%d reservations of calls in progress or dead, not yet permanent: "+
+				"the store deletes those of dead calls when they expire)", rep.Pending)
+		}
+		if _, err := fmt.Fprintf(c.stdout, "%s: %d leases, %d attachments, %d problems%s\n", n, rep.Leases, rep.Attachments, len(rep.Problems), note); err != nil {
 			return err
 		}
 	}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
-	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
 
 // storeFlags select the store an operator command acts on: the directory
@@ -74,34 +73,14 @@ func (f *storeFlags) open(network string) (store.Store, error) {
 	return f.etcdOpen(network)
 }
 
-// fsckReport is what fsck prints, whichever the store.
-type fsckReport struct {
-	leases, attachments int
-	problems            []fmt.Stringer
-	unrepaired          int
-	note                string
-}
-
-// fsckStore runs the store's own check; the lock must be held.
-func fsckStore(ctx context.Context, st store.Store, repair bool) (fsckReport, error) {
-	var r fsckReport
-	add := func(s fmt.Stringer, repaired bool) {
-		r.problems = append(r.problems, s)
-		if !repaired {
-			r.unrepaired++
-		}
+// fsckStore runs the store's own check; the lock must be held. Every
+// backend has one.
+func fsckStore(ctx context.Context, st store.Store, repair bool) (store.FsckReport, error) {
+	f, ok := st.(interface {
+		Fsck(context.Context, bool) (store.FsckReport, error)
+	})
+	if !ok {
+		return store.FsckReport{}, fmt.Errorf("fsck: no check for a %T", st)
 	}
-	switch st := st.(type) {
-	case *disk.Store:
-		rep, err := st.Fsck(ctx, repair)
-		r.leases, r.attachments = rep.Leases, rep.Attachments
-		for _, p := range rep.Problems {
-			add(p, p.Repaired)
-		}
-		return r, err
-	}
-	if ok, err := etcdFsck(ctx, st, repair, &r, add); ok {
-		return r, err
-	}
-	return r, fmt.Errorf("fsck: no check for a %T", st)
+	return f.Fsck(ctx, repair)
 }

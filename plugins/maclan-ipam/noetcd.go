@@ -3,8 +3,6 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/maclan-cni/maclan/pkg/config"
@@ -22,9 +20,5 @@ func openEtcdStore(*config.IPAMConf, *slog.Logger) (pluginStore, error) { return
 func (f *storeFlags) etcdNetworks() ([]string, error) { return nil, errNoEtcd }
 
 func (f *storeFlags) etcdOpen(string) (store.Store, error) { return nil, errNoEtcd }
-
-func etcdFsck(context.Context, store.Store, bool, *fsckReport, func(fmt.Stringer, bool)) (bool, error) {
-	return false, nil
-}
 
 func (c *cli) migrateStores([]string) error { return errNoEtcd }

@@ -92,20 +92,3 @@ func (f *storeFlags) etcdOpen(network string) (store.Store, error) {
 	}
 	return etcd.New(network, opts)
 }
-
-// etcdFsck runs fsck on st if it is an etcd store; ok says whether it was.
-func etcdFsck(ctx context.Context, st store.Store, repair bool, r *fsckReport, add func(fmt.Stringer, bool)) (ok bool, err error) {
-	es, isEtcd := st.(*etcd.Store)
-	if !isEtcd {
-		return false, nil
-	}
-	rep, err := es.Fsck(ctx, repair)
-	r.leases, r.attachments = rep.Leases, rep.Attachments
-	for _, p := range rep.Problems {
-		add(p, p.Repaired)
-	}
-	if rep.Pending > 0 {
-		r.note = fmt.Sprintf(" (%d reservations of calls in progress or dead, not yet permanent: etcd deletes those of dead calls within %s)", rep.Pending, etcd.DefaultPendingTTL)
-	}
-	return true, err
-}

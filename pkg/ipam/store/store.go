@@ -75,6 +75,32 @@ type Store interface {
 	Close() error
 }
 
+// Problem is one inconsistency found by a backend's Fsck.
+type Problem struct {
+	Kind     string // temp, stray, corrupt-lease, corrupt-index, stale-index, orphan-lease, bitmap, cursor
+	Where    string // the record: a path relative to the store directory, or a key
+	Detail   string
+	Repaired bool
+}
+
+func (p Problem) String() string {
+	s := fmt.Sprintf("%s %s: %s", p.Kind, p.Where, p.Detail)
+	if p.Repaired {
+		s += " (repaired)"
+	}
+	return s
+}
+
+// FsckReport is what a backend's Fsck found. Pending counts reservations
+// not yet made permanent (etcd: a call in progress, or one that died and
+// whose keys expire); they are not problems.
+type FsckReport struct {
+	Leases      int
+	Attachments int
+	Pending     int
+	Problems    []Problem
+}
+
 // WithLock runs fn with s locked. An error from Unlock is joined to fn's.
 func WithLock(ctx context.Context, s Store, fn func() error) (err error) {
 	if err := s.Lock(ctx); err != nil {

@@ -15,28 +15,11 @@ import (
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
-// Problem is one inconsistency found by Fsck.
-type Problem struct {
-	Kind     string // temp, stray, corrupt-lease, corrupt-index, stale-index, orphan-lease, bitmap, cursor
-	Path     string // relative to the store directory
-	Detail   string
-	Repaired bool
-}
-
-func (p Problem) String() string {
-	s := fmt.Sprintf("%s %s: %s", p.Kind, p.Path, p.Detail)
-	if p.Repaired {
-		s += " (repaired)"
-	}
-	return s
-}
-
-// FsckReport is what Fsck found.
-type FsckReport struct {
-	Leases      int
-	Attachments int
-	Problems    []Problem
-}
+// Problem and FsckReport are the store package's, shared by every backend.
+type (
+	Problem    = store.Problem
+	FsckReport = store.FsckReport
+)
 
 // CheckWritable proves that the store directory can be written now, by
 // creating and removing a temporary file in it.
@@ -72,7 +55,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 	fix := func(p Problem, do func() error) error {
 		if repair {
 			if err := do(); err != nil {
-				return fmt.Errorf("repair %s: %w", p.Path, err)
+				return fmt.Errorf("repair %s: %w", p.Where, err)
 			}
 			p.Repaired = true
 		}
@@ -89,7 +72,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		for _, e := range entries {
 			rel := filepath.Join(sub, e.Name())
 			if strings.HasPrefix(e.Name(), tempPrefix) {
-				if err := fix(Problem{Kind: "temp", Path: rel, Detail: "leftover temporary file"}, func() error {
+				if err := fix(Problem{Kind: "temp", Where: rel, Detail: "leftover temporary file"}, func() error {
 					return os.Remove(filepath.Join(s.dir, rel))
 				}); err != nil {
 					return rep, err
@@ -113,7 +96,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		rel := filepath.Join(leaseDir, name)
 		ip, perr := netip.ParseAddr(name)
 		if perr != nil || ip.String() != name || !e.Type().IsRegular() {
-			if err := fix(Problem{Kind: "stray", Path: rel, Detail: "not a lease file name"}, func() error {
+			if err := fix(Problem{Kind: "stray", Where: rel, Detail: "not a lease file name"}, func() error {
 				return s.quarantine(rel)
 			}); err != nil {
 				return rep, err
@@ -148,7 +131,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		rel := filepath.Join(attachDir, name)
 		id, ifName, ok := splitAttachName(name)
 		if !ok || !e.Type().IsRegular() {
-			if err := fix(Problem{Kind: "stray", Path: rel, Detail: "not an index entry name"}, func() error {
+			if err := fix(Problem{Kind: "stray", Where: rel, Detail: "not an index entry name"}, func() error {
 				return s.quarantine(rel)
 			}); err != nil {
 				return rep, err
@@ -159,7 +142,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		ips, err := s.readAttach(id, ifName)
 		if errors.Is(err, store.ErrCorrupt) {
 			// Rebuilt below from the leases.
-			note(Problem{Kind: "corrupt-index", Path: rel, Detail: err.Error(), Repaired: repair})
+			note(Problem{Kind: "corrupt-index", Where: rel, Detail: err.Error(), Repaired: repair})
 			index[at] = nil
 			damagedIndex[at] = true
 			continue
@@ -179,7 +162,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		owners := claims[ip]
 		if len(owners) == 1 {
 			l := store.Lease{IP: ip, ContainerID: owners[0].id, IfName: owners[0].ifName, Created: time.Now()}
-			if err := fix(Problem{Kind: "corrupt-lease", Path: rel, Detail: fmt.Sprintf("damaged; rewritten for its sole claimant %s/%s", l.ContainerID, l.IfName)}, func() error {
+			if err := fix(Problem{Kind: "corrupt-lease", Where: rel, Detail: fmt.Sprintf("damaged; rewritten for its sole claimant %s/%s", l.ContainerID, l.IfName)}, func() error {
 				if err := s.quarantine(rel); err != nil {
 					return err
 				}
@@ -192,7 +175,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 			}
 			continue
 		}
-		if err := fix(Problem{Kind: "corrupt-lease", Path: rel, Detail: "damaged and claimed by no single attachment; moved to quarantine/, which frees the address"}, func() error {
+		if err := fix(Problem{Kind: "corrupt-lease", Where: rel, Detail: "damaged and claimed by no single attachment; moved to quarantine/, which frees the address"}, func() error {
 			return s.quarantine(rel)
 		}); err != nil {
 			return rep, err
@@ -238,11 +221,11 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		case known && slices.Equal(have, ips) && len(ips) > 0:
 			continue
 		case len(ips) == 0:
-			p = Problem{Kind: "stale-index", Path: rel, Detail: fmt.Sprintf("lists %v but holds no lease", have)}
+			p = Problem{Kind: "stale-index", Where: rel, Detail: fmt.Sprintf("lists %v but holds no lease", have)}
 		case !known:
-			p = Problem{Kind: "orphan-lease", Path: rel, Detail: fmt.Sprintf("leases %v have no index entry", ips)}
+			p = Problem{Kind: "orphan-lease", Where: rel, Detail: fmt.Sprintf("leases %v have no index entry", ips)}
 		default:
-			p = Problem{Kind: "stale-index", Path: rel, Detail: fmt.Sprintf("lists %v, the leases say %v", have, ips)}
+			p = Problem{Kind: "stale-index", Where: rel, Detail: fmt.Sprintf("lists %v, the leases say %v", have, ips)}
 		}
 		if err := fix(p, func() error { return s.writeAttach(at.id, at.ifName, ips) }); err != nil {
 			return rep, err
@@ -299,7 +282,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 				continue
 			}
 		}
-		if err := fix(Problem{Kind: "bitmap", Path: rel, Detail: "disagrees with the lease files"}, func() error {
+		if err := fix(Problem{Kind: "bitmap", Where: rel, Detail: "disagrees with the lease files"}, func() error {
 			if c.empty() {
 				return s.removeFile(bitmapDir, base.String())
 			}
@@ -324,7 +307,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 			return rep, s.unavailable("read "+rel, err)
 		}
 		if _, err := netip.ParseAddr(strings.TrimSpace(string(b))); err != nil {
-			if err := fix(Problem{Kind: "cursor", Path: rel, Detail: "unreadable"}, func() error {
+			if err := fix(Problem{Kind: "cursor", Where: rel, Detail: "unreadable"}, func() error {
 				return os.Remove(filepath.Join(s.dir, rel))
 			}); err != nil {
 				return rep, err

@@ -12,31 +12,11 @@ import (
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
-// Problem is one inconsistency found by Fsck.
-type Problem struct {
-	Kind     string // stray, corrupt-lease, orphan-lease, stale-index, cursor
-	Key      string
-	Detail   string
-	Repaired bool
-}
-
-func (p Problem) String() string {
-	s := fmt.Sprintf("%s %s: %s", p.Kind, p.Key, p.Detail)
-	if p.Repaired {
-		s += " (repaired)"
-	}
-	return s
-}
-
-// FsckReport is what Fsck found. Pending counts reservations not yet made
-// permanent: a call in progress, or one that died and whose keys etcd
-// deletes when their TTL runs out. They are not problems.
-type FsckReport struct {
-	Leases      int
-	Attachments int
-	Pending     int
-	Problems    []Problem
-}
+// Problem and FsckReport are the store package's, shared by every backend.
+type (
+	Problem    = store.Problem
+	FsckReport = store.FsckReport
+)
 
 // Fsck reads the whole network at one revision and checks that every
 // lease decodes and is named by its holder's index, and that every index
@@ -86,7 +66,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 		case "lease":
 			ip, ok := parseAddrKey(rest)
 			if !ok {
-				note(Problem{Kind: "stray", Key: string(kv.Key), Detail: "not a lease key"}, deleteIfUnchanged(kv))
+				note(Problem{Kind: "stray", Where: string(kv.Key), Detail: "not a lease key"}, deleteIfUnchanged(kv))
 				continue
 			}
 			leases[ip] = kv
@@ -95,16 +75,16 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 			id, ifName, ok2 := strings.Cut(at, "=")
 			ip, ok3 := parseAddrKey(addr)
 			if !ok || !ok2 || !ok3 || store.ValidateAttachment(id, ifName) != nil {
-				note(Problem{Kind: "stray", Key: string(kv.Key), Detail: "not an index key"}, deleteIfUnchanged(kv))
+				note(Problem{Kind: "stray", Where: string(kv.Key), Detail: "not an index key"}, deleteIfUnchanged(kv))
 				continue
 			}
 			index[ip] = append(index[ip], indexEntry{kv, id, ifName})
 		case "cursor":
 			if _, err := netip.ParseAddr(string(kv.Value)); err != nil {
-				note(Problem{Kind: "cursor", Key: string(kv.Key), Detail: "unreadable"}, deleteIfUnchanged(kv))
+				note(Problem{Kind: "cursor", Where: string(kv.Key), Detail: "unreadable"}, deleteIfUnchanged(kv))
 			}
 		default:
-			note(Problem{Kind: "stray", Key: string(kv.Key), Detail: "not a key of the store"}, deleteIfUnchanged(kv))
+			note(Problem{Kind: "stray", Where: string(kv.Key), Detail: "not a key of the store"}, deleteIfUnchanged(kv))
 		}
 	}
 
@@ -116,7 +96,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 		if err != nil {
 			// Its holder is unknown: deleting it frees the address.
 			// Its index keys show up as stale below.
-			note(Problem{Kind: "corrupt-lease", Key: string(kv.Key), Detail: err.Error() + "; repair deletes it, which frees the address"},
+			note(Problem{Kind: "corrupt-lease", Where: string(kv.Key), Detail: err.Error() + "; repair deletes it, which frees the address"},
 				deleteIfUnchanged(kv))
 			continue
 		}
@@ -129,7 +109,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 		}
 		if !found {
 			ik := s.attachKey(l.ContainerID, l.IfName, ip)
-			note(Problem{Kind: "orphan-lease", Key: string(kv.Key), Detail: fmt.Sprintf("held by %s/%s, whose index does not name it", l.ContainerID, l.IfName)},
+			note(Problem{Kind: "orphan-lease", Where: string(kv.Key), Detail: fmt.Sprintf("held by %s/%s, whose index does not name it", l.ContainerID, l.IfName)},
 				func() error { return s.ifUnchanged(ctx, kv, clientv3.OpPut(ik, "")) })
 		}
 	}
@@ -143,7 +123,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 			if _, present := leases[ip]; present {
 				detail = "names " + ip.String() + ", whose lease is someone else's or damaged"
 			}
-			note(Problem{Kind: "stale-index", Key: string(e.kv.Key), Detail: detail}, deleteIfUnchanged(e.kv))
+			note(Problem{Kind: "stale-index", Where: string(e.kv.Key), Detail: detail}, deleteIfUnchanged(e.kv))
 		}
 	}
 	rep.Attachments = len(attachments)
@@ -153,7 +133,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 		if repair {
 			if err := pr.fix(); err != nil {
 				rep.Problems = append(rep.Problems, p)
-				return rep, fmt.Errorf("repair %s: %w", p.Key, err)
+				return rep, fmt.Errorf("repair %s: %w", p.Where, err)
 			}
 			p.Repaired = true
 		}
