@@ -69,29 +69,20 @@ func (r *Range) Canonicalize() error {
 	r.Subnet = p
 	first, last := FirstHost(p), LastHost(p)
 
-	if r.Gateway.IsValid() {
-		r.Gateway = Canon(r.Gateway)
-		if !p.Contains(r.Gateway) {
-			return fmt.Errorf("gateway %s is not in subnet %s", r.Gateway, p)
+	// Each address field defaults when absent and must lie in the subnet.
+	for _, f := range []struct {
+		name string
+		addr *netip.Addr
+		def  netip.Addr
+	}{{"gateway", &r.Gateway, first}, {"rangeStart", &r.RangeStart, first}, {"rangeEnd", &r.RangeEnd, last}} {
+		if !f.addr.IsValid() {
+			*f.addr = f.def
+			continue
 		}
-	} else {
-		r.Gateway = first
-	}
-	if r.RangeStart.IsValid() {
-		r.RangeStart = Canon(r.RangeStart)
-		if !p.Contains(r.RangeStart) {
-			return fmt.Errorf("rangeStart %s is not in subnet %s", r.RangeStart, p)
+		*f.addr = Canon(*f.addr)
+		if !p.Contains(*f.addr) {
+			return fmt.Errorf("%s %s is not in subnet %s", f.name, *f.addr, p)
 		}
-	} else {
-		r.RangeStart = first
-	}
-	if r.RangeEnd.IsValid() {
-		r.RangeEnd = Canon(r.RangeEnd)
-		if !p.Contains(r.RangeEnd) {
-			return fmt.Errorf("rangeEnd %s is not in subnet %s", r.RangeEnd, p)
-		}
-	} else {
-		r.RangeEnd = last
 	}
 	if r.RangeStart.Compare(r.RangeEnd) > 0 {
 		return fmt.Errorf("rangeStart %s is after rangeEnd %s in subnet %s", r.RangeStart, r.RangeEnd, p)
