@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"time"
 	"unicode/utf8"
 )
@@ -114,10 +113,21 @@ func WithLock(ctx context.Context, s Store, fn func() error) (err error) {
 	return fn()
 }
 
-// idPattern is the CNI container ID syntax (SPEC.md, "Parameters":
-// alphanumerics, hyphen, underscore, period), which is also the network
-// name syntax. Names that match it can never leave a directory.
-var idPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+// validID reports whether s has the CNI container ID syntax (SPEC.md,
+// "Parameters": alphanumerics, hyphen, underscore, period, starting with an
+// alphanumeric), which is also the network name syntax. Such names can
+// never leave a directory. A loop, so that no regexp is compiled at init in
+// every plugin process.
+func validID(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return s != ""
+}
 
 // MaxIDLen bounds container IDs and network names so that the file names
 // built from them stay well under the 255-byte limit of Linux file systems.
@@ -131,7 +141,7 @@ func ValidateName(what, s string) error {
 		return fmt.Errorf("%s is empty", what)
 	case len(s) > MaxIDLen:
 		return fmt.Errorf("%s %.20q... is %d bytes long, more than %d", what, s, len(s), MaxIDLen)
-	case !idPattern.MatchString(s):
+	case !validID(s):
 		return fmt.Errorf("%s %q may contain only letters, digits, '_', '.' and '-', and must start with a letter or digit", what, s)
 	}
 	return nil
