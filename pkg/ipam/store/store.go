@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -168,4 +170,16 @@ func ValidateIfName(s string) error {
 // ValidateAttachment checks both halves of an attachment identity.
 func ValidateAttachment(containerID, ifName string) error {
 	return errors.Join(ValidateName("container ID", containerID), ValidateIfName(ifName))
+}
+
+// ParseCursor decodes a range set's cursor as a store keeps it (the address
+// in text, maybe with a newline). A cursor is only a hint: an unreadable one
+// is logged and the walk starts from the first address (the zero Addr).
+func ParseCursor(log *slog.Logger, network, set string, b []byte) netip.Addr {
+	ip, err := netip.ParseAddr(strings.TrimSpace(string(b)))
+	if err != nil {
+		log.Warn("cursor unreadable; starting from the first address", "network", network, "set", set, "err", err)
+		return netip.Addr{}
+	}
+	return ip
 }

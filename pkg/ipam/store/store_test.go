@@ -1,6 +1,8 @@
 package store
 
 import (
+	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -35,5 +37,26 @@ func TestValidateName(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), "container ID") {
 			t.Errorf("ValidateName(%q) error %q does not name its subject", tc.name, err)
 		}
+	}
+}
+
+func TestParseCursor(t *testing.T) {
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	for _, tc := range []struct {
+		in   string
+		want netip.Addr
+	}{
+		{"10.0.0.7\n", netip.MustParseAddr("10.0.0.7")},
+		{"2001:db8::1", netip.MustParseAddr("2001:db8::1")},
+		{"", netip.Addr{}},
+		{"not an address\n", netip.Addr{}},
+	} {
+		if got := ParseCursor(log, "net1", "set0", []byte(tc.in)); got != tc.want {
+			t.Errorf("ParseCursor(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	if !strings.Contains(logged.String(), "cursor unreadable") || !strings.Contains(logged.String(), "set=set0") {
+		t.Errorf("an unreadable cursor was not logged with its set: %q", logged.String())
 	}
 }

@@ -41,7 +41,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -522,13 +521,7 @@ func (s *Store) Cursor(_ context.Context, set string) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, s.unavailable("read cursor "+set, err)
 	}
-	ip, err := netip.ParseAddr(strings.TrimSpace(string(b)))
-	if err != nil {
-		// Only a hint: start from the beginning and say so.
-		s.log.Warn("cursor unreadable; starting from the first address", "network", s.network, "set", set, "err", err)
-		return netip.Addr{}, nil
-	}
-	return ip, nil
+	return store.ParseCursor(s.log, s.network, set, b), nil
 }
 
 // SetCursor records the cursor of a range set. It is not fsynced: after a

@@ -836,12 +836,7 @@ func (s *Store) Cursor(ctx context.Context, set string) (netip.Addr, error) {
 	if len(resp.Kvs) == 0 {
 		return netip.Addr{}, nil
 	}
-	ip, err := netip.ParseAddr(string(resp.Kvs[0].Value))
-	if err != nil {
-		s.log.Warn("cursor unreadable; starting from the first address", "network", s.network, "set", set, "err", err)
-		return netip.Addr{}, nil
-	}
-	return ip, nil
+	return store.ParseCursor(s.log, s.network, set, resp.Kvs[0].Value), nil
 }
 
 // SetCursor records the cursor of a range set; Unlock writes it with the
