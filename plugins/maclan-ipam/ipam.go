@@ -40,6 +40,15 @@ func add(ctx context.Context, conf *config.IPAMConf, st store.Store, containerID
 	for _, r := range conf.Requested {
 		requested = append(requested, r.IP)
 	}
+	// Read before allocating, so that an unreadable file fails the ADD
+	// with no lease taken.
+	var dns *types.DNS
+	if conf.ResolvConf != "" {
+		var err error
+		if dns, err = readResolvConf(conf.ResolvConf); err != nil {
+			return nil, fmt.Errorf("ipam.resolvConf: %w", err)
+		}
+	}
 	alloc := newAllocator(conf, st, log)
 	allocs, err := alloc.Allocate(ctx, containerID, ifName, requested)
 	if err != nil {
@@ -57,12 +66,7 @@ func add(ctx context.Context, conf *config.IPAMConf, st store.Store, containerID
 			Gateway: a.Range.Gateway.AsSlice(),
 		})
 	}
-	if conf.ResolvConf != "" {
-		dns, err := readResolvConf(conf.ResolvConf)
-		if err != nil {
-			// The addresses stay leased: the runtime's DEL releases them.
-			return nil, fmt.Errorf("ipam.resolvConf: %w", err)
-		}
+	if dns != nil {
 		res.DNS = *dns
 	}
 	return res, nil

@@ -200,8 +200,11 @@ func TestExhaustionAndStatus(t *testing.T) {
 	for i := range 5 {
 		ok(t, call{cmd: "ADD", id: fmt.Sprintf("c%d", i), conf: conf})
 	}
-	if _, msg := cniError(t, call{cmd: "ADD", id: "late", conf: conf}); !strings.Contains(msg, "no free address") {
-		t.Errorf("exhausted ADD: got %q", msg)
+	if _, msg := cniError(t, call{cmd: "ADD", id: "late", conf: conf}); !strings.Contains(msg, "no free address") || !strings.Contains(msg, "10.1.0.1-10.1.0.6") {
+		t.Errorf("exhausted ADD: got %q, want it to say no free address in 10.1.0.1-10.1.0.6", msg)
+	}
+	if n := leaseFiles(t, dir); n != 5 {
+		t.Errorf("after the exhausted ADD the store holds %d leases, want the 5 earlier ones", n)
 	}
 	if code, _ := cniError(t, call{cmd: "STATUS", conf: conf}); code != 50 {
 		t.Errorf("STATUS when full: code %d, want 50", code)
@@ -212,6 +215,26 @@ func TestExhaustionAndStatus(t *testing.T) {
 	bad := netconf("1.1.0", "/dev/null/x", `"ranges":[[{"subnet":"10.1.0.0/29"}]]`, "")
 	if code, _ := cniError(t, call{cmd: "STATUS", conf: bad}); code != 50 {
 		t.Errorf("STATUS with an unwritable store: code %d, want 50", code)
+	}
+}
+
+// An ADD that fails after parsing takes no lease: resolvConf is read before
+// any address is allocated.
+func TestUnreadableResolvConfTakesNoLease(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no-resolv.conf")
+	conf := netconf("1.1.0", dir, fmt.Sprintf(`"resolvConf":%q,"ranges":[[{"subnet":"10.1.0.0/24"}]]`, missing), "")
+	if _, msg := cniError(t, call{cmd: "ADD", id: "c1", conf: conf}); !strings.Contains(msg, "resolvConf") || !strings.Contains(msg, missing) {
+		t.Errorf("ADD with a missing resolvConf: got %q, want it to name ipam.resolvConf and the file", msg)
+	}
+	if n := leaseFiles(t, dir); n != 0 {
+		t.Errorf("the failed ADD left %d leases, want 0", n)
+	}
+	if err := os.WriteFile(missing, []byte("nameserver 192.0.2.53\nsearch example.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := ok(t, call{cmd: "ADD", id: "c1", conf: conf}); !strings.Contains(out, "192.0.2.53") {
+		t.Errorf("ADD with the file present: result %s has no nameserver 192.0.2.53", out)
 	}
 }
 
