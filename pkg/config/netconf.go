@@ -59,9 +59,14 @@ type NetConf struct {
 type HostShim struct {
 	Enabled bool `json:"enabled"`
 	// Address is the host's address on the shim, an IP or a CIDR whose
-	// prefix length is ignored (the shim holds a host route only).
+	// prefix length is ignored (the shim holds a host route only). Empty:
+	// the shim takes its addresses, one per range set, from the network's
+	// IPAM, as an attachment of its own (ShimFromIPAM).
 	Address string `json:"address,omitempty"`
 }
+
+// ShimFromIPAM reports whether the shim's addresses come from the IPAM.
+func (c *NetConf) ShimFromIPAM() bool { return c.ShimEnabled() && c.HostShim.Address == "" }
 
 // ShimEnabled reports whether the host shim is on.
 func (c *NetConf) ShimEnabled() bool { return c.HostShim != nil && c.HostShim.Enabled }
@@ -148,11 +153,19 @@ func (c *NetConf) validate(macField string) error {
 		if c.LinkInContainer {
 			return fmt.Errorf("field \"hostShim\": the shim lives in the host namespace, but linkInContainer puts the master in the container's: %w", ErrInvalid)
 		}
-		if c.HostShim.Address == "" {
-			return fmt.Errorf("field \"hostShim.address\" is empty: the shim needs the host's address on the LAN: %w", ErrInvalid)
+		if c.HostShim.Address != "" {
+			if _, err := c.ShimAddress(); err != nil {
+				return err
+			}
+			return nil
 		}
-		if _, err := c.ShimAddress(); err != nil {
-			return err
+		// The address comes from the IPAM, which must be one that gives
+		// an attachment of the shim's own an address of its own.
+		switch c.IPAM.Type {
+		case "":
+			return fmt.Errorf("field \"hostShim.address\" is empty and there is no ipam to take the shim's address from: %w", ErrInvalid)
+		case "static", "dhcp":
+			return fmt.Errorf("field \"hostShim.address\" is empty, and the %s IPAM cannot lease the shim an address of its own (static gives every attachment the configured addresses; dhcp would need a client on the shim): set the address: %w", c.IPAM.Type, ErrInvalid)
 		}
 	}
 	return nil

@@ -59,7 +59,11 @@ func FuzzParseNetConf(f *testing.F) {
 			if c.Mode == ModePassthru || c.Mode == ModePrivate || c.LinkInContainer {
 				t.Fatalf("accepted a host shim with mode %q, linkInContainer %v", c.Mode, c.LinkInContainer)
 			}
-			if _, err := c.ShimAddress(); err != nil {
+			if c.ShimFromIPAM() {
+				if typ := c.IPAM.Type; typ == "" || typ == "static" || typ == "dhcp" {
+					t.Fatalf("accepted a host shim without an address whose IPAM %q cannot lease one", typ)
+				}
+			} else if _, err := c.ShimAddress(); err != nil {
 				t.Fatalf("accepted a host shim whose address does not parse: %v", err)
 			}
 		}

@@ -36,7 +36,10 @@ func TestParseNetConf(t *testing.T) {
 		{name: "host shim off needs nothing", stdin: `{"name":"lan","mode":"passthru","hostShim":{"enabled":false}}`, wantMode: "passthru"},
 		{name: "host shim refuses passthru", stdin: `{"name":"lan","mode":"passthru","hostShim":{"enabled":true,"address":"198.51.100.250"}}`, wantErr: "passthru mode", wantIs: ErrInvalid},
 		{name: "host shim refuses private", stdin: `{"name":"lan","mode":"private","hostShim":{"enabled":true,"address":"198.51.100.250"}}`, wantErr: "private mode", wantIs: ErrInvalid},
-		{name: "host shim needs an address", stdin: `{"name":"lan","hostShim":{"enabled":true}}`, wantErr: `"hostShim.address" is empty`, wantIs: ErrInvalid},
+		{name: "host shim without address or ipam", stdin: `{"name":"lan","hostShim":{"enabled":true}}`, wantErr: `"hostShim.address" is empty and there is no ipam`, wantIs: ErrInvalid},
+		{name: "host shim address from the ipam", stdin: `{"name":"lan","hostShim":{"enabled":true},"ipam":{"type":"maclan-ipam"}}`, wantMode: "bridge"},
+		{name: "host shim address not from static", stdin: `{"name":"lan","hostShim":{"enabled":true},"ipam":{"type":"static"}}`, wantErr: `the static IPAM cannot lease`, wantIs: ErrInvalid},
+		{name: "host shim address not from dhcp", stdin: `{"name":"lan","hostShim":{"enabled":true},"ipam":{"type":"dhcp"}}`, wantErr: `the dhcp IPAM cannot lease`, wantIs: ErrInvalid},
 		{name: "host shim bad address", stdin: `{"name":"lan","hostShim":{"enabled":true,"address":"lan-host"}}`, wantErr: `"lan-host" is not an IP`, wantIs: ErrInvalid},
 		{name: "long mac", stdin: `{"name":"lan","mac":"02:00:00:00:00:00:00:01"}`, wantErr: "48-bit", wantIs: ErrInvalid},
 	}

@@ -7,13 +7,16 @@
 // each other inside the host, so host and containers meet through the shim.
 //
 // The shim of a master is made on first use and removed when its last
-// attachment goes. Attachments are recorded as small files under a state
+// attachment goes. Its addresses, one per family at most, are configured or
+// leased from the network's IPAM when the shim is made (and released when
+// it goes). Attachments are recorded as small files under a state
 // directory (on /run: the routes they describe do not outlive a reboot
 // either), and every change happens under a lock file per master, so that
 // concurrent ADDs and DELs on one master see one consistent shim.
 package shim
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -53,11 +56,25 @@ const routeProtocol = netlink.RouteProtocol(0x6d)
 
 // Shim is the shim of one master in the current (host) network namespace.
 type Shim struct {
-	H        netlinksafe.Handle // bound to the host namespace
-	Master   string             // master interface name
-	Address  netip.Prefix       // host address on the shim; a host prefix (/32, /128) is used
-	StateDir string             // DefaultStateDir unless testing
-	Timeout  time.Duration      // lock wait
+	H      netlinksafe.Handle // bound to the host namespace
+	Master string             // master interface name
+	// Addresses are the host's addresses on the shim, at most one per
+	// family, each held as a host address (/32, /128). Empty: Lease gives
+	// them.
+	Addresses []netip.Addr
+	// Lease takes the shim's addresses from the IPAM when the shim is made
+	// or has lost them; it must be idempotent (an IPAM ADD for the shim's
+	// own attachment). Its token, which says how to give the addresses
+	// back, is kept beside the records: the network whose container removes
+	// the shim may not be the one that leased its addresses. Release takes
+	// that token when the shim is removed, and must be idempotent too. Both
+	// are called under the shim's lock.
+	Lease    func() (addrs []netip.Addr, token []byte, err error)
+	Release  func(token []byte) error
+	StateDir string        // DefaultStateDir unless testing
+	Timeout  time.Duration // lock wait
+
+	addrs []netip.Addr // the shim's addresses in effect, set by ensure or Verify
 }
 
 // Name is the shim's interface name: "shim-" and the master's name, cut to
@@ -71,6 +88,9 @@ func Name(master string) string {
 }
 
 func (s *Shim) dir() string { return filepath.Join(s.StateDir, s.Master) }
+
+// leaseFile holds the token of the IPAM lease of the shim's addresses.
+func (s *Shim) leaseFile() string { return filepath.Join(s.StateDir, s.Master+".lease") }
 
 func (s *Shim) lock() (func(), error) {
 	if err := os.MkdirAll(s.dir(), 0o700); err != nil {
@@ -148,11 +168,34 @@ func (s *Shim) Detach(id string) error {
 	if err != nil {
 		return err
 	}
-	if len(left) > 0 || lerr != nil {
+	if len(left) > 0 {
 		return nil
 	}
-	if err := s.H.LinkDel(link); err != nil && !errors.Is(err, syscall.ENODEV) {
-		return fmt.Errorf("remove shim %q: %w", link.Attrs().Name, err)
+	if lerr == nil {
+		if err := s.H.LinkDel(link); err != nil && !errors.Is(err, syscall.ENODEV) {
+			return fmt.Errorf("remove shim %q: %w", link.Attrs().Name, err)
+		}
+	}
+	// After the link, so that a released address is never on a shim; a
+	// failure here is retried by the runtime's next DEL, which finds no
+	// record left and comes here again.
+	return s.release()
+}
+
+// release gives the shim's leased addresses back, if it has any.
+func (s *Shim) release() error {
+	token, err := os.ReadFile(s.leaseFile())
+	if errors.Is(err, os.ErrNotExist) || s.Release == nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the lease of shim %q: %w", Name(s.Master), err)
+	}
+	if err := s.Release(token); err != nil {
+		return fmt.Errorf("release the addresses of shim %q: %w", Name(s.Master), err)
+	}
+	if err := os.Remove(s.leaseFile()); err != nil {
+		return fmt.Errorf("remove the lease record of shim %q: %w", Name(s.Master), err)
 	}
 	return nil
 }
@@ -172,7 +215,8 @@ func FindMaster(stateDir, id string) (string, bool) {
 	return "", false
 }
 
-// Verify reports a missing or down shim, or a missing route for one of ips.
+// Verify reports a missing or down shim, a shim without its addresses, or
+// a missing route for one of ips.
 func (s *Shim) Verify(ips []netip.Addr) error {
 	link, err := s.H.LinkByName(Name(s.Master))
 	if err != nil {
@@ -181,6 +225,22 @@ func (s *Shim) Verify(ips []netip.Addr) error {
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("host shim %q is down", link.Attrs().Name)
 	}
+	held, err := s.held(link)
+	if err != nil {
+		return err
+	}
+	if len(s.Addresses) > 0 {
+		for _, a := range s.Addresses {
+			if !slices.Contains(held, a) {
+				return fmt.Errorf("host shim %q does not hold its address %s", link.Attrs().Name, a)
+			}
+		}
+		held = s.Addresses
+	}
+	if len(held) == 0 {
+		return fmt.Errorf("host shim %q holds no address", link.Attrs().Name)
+	}
+	s.addrs = held
 	routes, err := s.H.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index}, netlink.RT_FILTER_OIF)
 	if err != nil {
 		return fmt.Errorf("list routes of shim %q: %w", link.Attrs().Name, err)
@@ -195,21 +255,33 @@ func (s *Shim) Verify(ips []netip.Addr) error {
 	return nil
 }
 
+// sameFamily keeps the addresses of the families the shim has an address
+// of: a route needs a source of its own family.
 func (s *Shim) sameFamily(ips []netip.Addr) []netip.Addr {
 	var out []netip.Addr
 	for _, ip := range ips {
-		if ip.Is4() == s.Address.Addr().Is4() {
+		if s.source(ip).IsValid() {
 			out = append(out, ip)
 		}
 	}
 	return out
 }
 
+// source is the shim's address of ip's family, or the zero Addr.
+func (s *Shim) source(ip netip.Addr) netip.Addr {
+	for _, a := range s.addrs {
+		if a.Is4() == ip.Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
 func (s *Shim) route(link netlink.Link, ip netip.Addr) *netlink.Route {
 	return &netlink.Route{
 		LinkIndex: link.Attrs().Index,
 		Dst:       &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())},
-		Src:       s.Address.Addr().AsSlice(),
+		Src:       s.source(ip).AsSlice(),
 		Scope:     netlink.SCOPE_LINK,
 		Protocol:  routeProtocol,
 	}
@@ -227,7 +299,7 @@ func (s *Shim) ensure() (netlink.Link, error) {
 		if err := s.H.LinkSetUp(link); err != nil {
 			return nil, fmt.Errorf("set shim %q up: %w", name, err)
 		}
-		return link, s.ensureAddress(link)
+		return link, s.ensureAddresses(link)
 	}
 	master, err := s.H.LinkByName(s.Master)
 	if err != nil {
@@ -243,7 +315,8 @@ func (s *Shim) ensure() (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up new host shim %q: %w", name, err)
 	}
-	if err := s.ensureAddress(link); err != nil {
+	if err := s.ensureAddresses(link); err != nil {
+		_ = s.H.LinkDel(link) // best effort: the next ADD makes it again
 		return nil, err
 	}
 	if err := s.H.LinkSetUp(link); err != nil {
@@ -252,16 +325,72 @@ func (s *Shim) ensure() (netlink.Link, error) {
 	return link, s.restoreRoutes(link)
 }
 
-func (s *Shim) ensureAddress(link netlink.Link) error {
-	host := netip.PrefixFrom(s.Address.Addr(), s.Address.Addr().BitLen())
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: host.Addr().AsSlice(), Mask: net.CIDRMask(host.Bits(), host.Bits())}}
-	if host.Addr().Is6() {
-		addr.Flags = unix.IFA_F_NODAD // the operator chose it for this host
+// ensureAddresses puts the shim's addresses on link: the configured ones,
+// else those it already holds, else a lease from the IPAM.
+func (s *Shim) ensureAddresses(link netlink.Link) error {
+	addrs := s.Addresses
+	if len(addrs) == 0 {
+		held, err := s.held(link)
+		if err != nil {
+			return err
+		}
+		if addrs = held; len(addrs) == 0 {
+			if s.Lease == nil {
+				return fmt.Errorf("host shim %q: no address configured and no IPAM to lease one", link.Attrs().Name)
+			}
+			if addrs, err = s.lease(); err != nil {
+				return fmt.Errorf("lease an address for shim %q: %w", link.Attrs().Name, err)
+			}
+		}
 	}
-	if err := s.H.AddrReplace(link, addr); err != nil {
-		return fmt.Errorf("address %s on shim %q: %w", host, link.Attrs().Name, err)
+	for _, a := range addrs {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
+		if a.Is6() {
+			addr.Flags = unix.IFA_F_NODAD // configured for this host, or leased to the shim
+		}
+		if err := s.H.AddrReplace(link, addr); err != nil {
+			return fmt.Errorf("address %s on shim %q: %w", a, link.Attrs().Name, err)
+		}
 	}
+	s.addrs = addrs
 	return nil
+}
+
+// lease takes addresses from the IPAM and records how to give them back.
+// A lease recorded from another network's IPAM (the shim was deleted by
+// hand, and this network's ADD makes it again) is given back first.
+func (s *Shim) lease() ([]netip.Addr, error) {
+	addrs, token, err := s.Lease()
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("the IPAM gave no address")
+	}
+	if old, err := os.ReadFile(s.leaseFile()); err == nil && !bytes.Equal(old, token) && s.Release != nil {
+		_ = s.Release(old) // best effort: the worst left is one lease, which maclan-ipam release frees
+	}
+	if err := writeFileAtomic(s.leaseFile(), token); err != nil {
+		_ = s.Release(token) // best effort, as above
+		return nil, fmt.Errorf("record the lease: %w", err)
+	}
+	return addrs, nil
+}
+
+// held lists the host addresses on link, leaving out IPv6 link-local ones.
+func (s *Shim) held(link netlink.Link) ([]netip.Addr, error) {
+	list, err := s.H.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of shim %q: %w", link.Attrs().Name, err)
+	}
+	var out []netip.Addr
+	for _, a := range list {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if ip = ip.Unmap(); ok && !ip.IsLinkLocalUnicast() && !slices.ContainsFunc(out, func(o netip.Addr) bool { return o.Is4() == ip.Is4() }) {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
 }
 
 func (s *Shim) restoreRoutes(link netlink.Link) error {
@@ -304,14 +433,22 @@ func writeRecord(path string, ips []netip.Addr) error {
 	for _, ip := range ips {
 		b.WriteString(ip.String() + "\n")
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
-		return fmt.Errorf("write shim record: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := writeFileAtomic(path, []byte(b.String())); err != nil {
 		return fmt.Errorf("write shim record: %w", err)
 	}
 	return nil
+}
+
+// writeFileAtomic replaces path through a temporary file and a rename, so
+// that a crash leaves the old content or the new (records skips the
+// temporary file). The state is on /run and needs no fsync: it does not
+// outlive a reboot, and neither do the routes it describes.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func readRecord(path string) ([]netip.Addr, error) {

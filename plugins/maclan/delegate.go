@@ -25,8 +25,11 @@ import (
 // being replaced) is retried. It stands in for package invoke because that
 // one links OpenTelemetry and net/http for trace propagation, which made
 // every maclan process start about 3 ms slower (docs/benchmarks.md).
-func delegate(ctx context.Context, command, plugin string, stdin []byte) ([]byte, error) {
-	d, err := startDelegate(ctx, command, plugin, stdin)
+//
+// env holds "KEY=value" entries that replace those of this process (the
+// host shim's IPAM calls name an attachment of their own).
+func delegate(ctx context.Context, command, plugin string, stdin []byte, env ...string) ([]byte, error) {
+	d, err := startDelegate(ctx, command, plugin, stdin, env...)
 	if err != nil {
 		return nil, err
 	}
@@ -48,13 +51,19 @@ type delegation struct {
 // can do its own netlink work while the IPAM runs. The child is forked from
 // the calling thread, which must be in the namespace the IPAM expects (the
 // runtime's): callers start it before they enter any other.
-func startDelegate(ctx context.Context, command, plugin string, stdin []byte) (*delegation, error) {
+func startDelegate(ctx context.Context, command, plugin string, stdin []byte, env ...string) (*delegation, error) {
 	path, err := findInPath(plugin, filepath.SplitList(os.Getenv("CNI_PATH")))
 	if err != nil {
 		return nil, err
 	}
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CNI_COMMAND=") })
-	d := &delegation{ctx: ctx, path: path, env: append(env, "CNI_COMMAND="+command), stdin: stdin}
+	env = append(env, "CNI_COMMAND="+command)
+	replaced := func(kv string) bool {
+		return slices.ContainsFunc(env, func(o string) bool {
+			k, _, _ := strings.Cut(o, "=")
+			return strings.HasPrefix(kv, k+"=")
+		})
+	}
+	d := &delegation{ctx: ctx, path: path, env: append(slices.DeleteFunc(os.Environ(), replaced), env...), stdin: stdin}
 	if err := d.start(); err != nil {
 		if err = d.failed(err); err != nil {
 			return nil, err

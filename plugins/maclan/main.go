@@ -296,7 +296,7 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 	if conf.ShimEnabled() {
 		// Last step: Attach undoes itself if it fails, and nothing after it can.
 		var sh *shim.Shim
-		if sh, err = newShim(h.master, conf, master.Attrs().Name); err != nil {
+		if sh, err = newShim(h.master, conf, master.Attrs().Name, args.StdinData); err != nil {
 			return err
 		}
 		if err = sh.Attach(attachmentID(args), resultIPs(result)); err != nil {
@@ -342,24 +342,6 @@ func resultIPs(r *current.Result) []netip.Addr {
 		}
 	}
 	return ips
-}
-
-func newShim(h netlinksafe.Handle, conf *config.NetConf, master string) (*shim.Shim, error) {
-	addr, err := conf.ShimAddress()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := shim.StateDir(shim.DefaultStateDir)
-	if err != nil {
-		return nil, err
-	}
-	return &shim.Shim{
-		H:        h,
-		Master:   master,
-		Address:  netip.PrefixFrom(addr, addr.BitLen()),
-		StateDir: dir,
-		Timeout:  shimLockTimeout,
-	}, nil
 }
 
 // masterError marks a missing master as a configuration error: the
@@ -439,7 +421,7 @@ func cmdDel(args *skel.CmdArgs, log *slog.Logger, tr *tracer) error {
 	}
 	tr.step("link delete")
 	if conf.ShimEnabled() {
-		if err := detachShim(conf, attachmentID(args)); err != nil {
+		if err := detachShim(conf, attachmentID(args), args.StdinData); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -457,33 +439,6 @@ func stateOnlyIPAM(plugin string) bool {
 		return true
 	}
 	return false
-}
-
-// detachShim removes the container's routes from the host shim, and the
-// shim with its last route. The master is found from the configuration, else
-// from the shim's own records (the default-route master may have gone).
-func detachShim(conf *config.NetConf, id string) error {
-	if conf.HostShim.Address == "" {
-		return nil // ADD refused this configuration: nothing was attached
-	}
-	dir, err := shim.StateDir(shim.DefaultStateDir)
-	if err != nil {
-		return err
-	}
-	master, ok := shim.FindMaster(dir, id)
-	if !ok {
-		return nil // never attached, or already detached
-	}
-	h, err := netlinksafe.NewHandle()
-	if err != nil {
-		return fmt.Errorf("netlink handle in host netns: %w", err)
-	}
-	defer h.Close()
-	sh, err := newShim(h, conf, master)
-	if err != nil {
-		return err
-	}
-	return sh.Detach(id)
 }
 
 func deleteLink(netnsPath, ifName string, log *slog.Logger) error {
@@ -575,7 +530,7 @@ func cmdCheck(args *skel.CmdArgs, _ *slog.Logger, _ *tracer) error {
 		return err
 	}
 	if conf.ShimEnabled() && !conf.LinkInContainer {
-		sh, err := newShim(h.master, conf, master.Attrs().Name)
+		sh, err := newShim(h.master, conf, master.Attrs().Name, nil)
 		if err != nil {
 			return err
 		}
@@ -633,9 +588,13 @@ func cmdGC(args *skel.CmdArgs, _ *slog.Logger, _ *tracer) error {
 	if conf.IPAM.Type == "" {
 		return nil
 	}
+	stdin, err := withShimAttachments(args.StdinData, conf)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
 	defer cancel()
-	if _, err := delegate(ctx, "GC", conf.IPAM.Type, args.StdinData); err != nil {
+	if _, err := delegate(ctx, "GC", conf.IPAM.Type, stdin); err != nil {
 		return fmt.Errorf("IPAM %q GC: %w", conf.IPAM.Type, err)
 	}
 	return nil
