@@ -123,6 +123,53 @@ func TestCnitoolConflictDetection(t *testing.T) {
 	wantConflictOnly("after DEL") // the conflict record stays: the device is still there
 }
 
+// TestCnitoolStableMAC: with 50-maclan-stable-mac.conflist (macFromIP) a
+// container's eth0 MAC is 02:6d and the four bytes of its IPv4 address; a
+// container re-created on the network with the same static address (a new
+// namespace, a new container ID) gets the same MAC, so the gateway's
+// neighbour entry for the address stays right.
+func TestCnitoolStableMAC(t *testing.T) {
+	if pluginType != "maclan" {
+		t.Skip("macFromIP is maclan's")
+	}
+	const static = "198.51.100.160/24"
+	const want = "02:6d:c6:33:64:a0" // 198 51 100 160, as conflist-examples/README.md says
+	if got := macOfIPv4(t, static); got != want {
+		t.Fatalf("derivation of %s gives %s, want %s", static, got, want)
+	}
+	n, list, c1 := cnitoolExample(t, "50-maclan-stable-mac.conflist", `CAP_ARGS={"ips":["`+static+`"]}`)
+	addStatic := func(what string, c *netNS) {
+		t.Helper()
+		res := cnitoolAdd(t, n, list, c)
+		if v4, _ := resultIPs(t, res); v4 != static {
+			t.Errorf("%s: ADD result IPv4 %q, want %s", what, v4, static)
+		}
+		l := c.macvlan(t, "eth0")
+		if got := l.Attrs().HardwareAddr.String(); got != want {
+			t.Errorf("%s: eth0 MAC %s, want %s", what, got, want)
+		}
+		wantMACFromIP(t, res, l.Attrs().HardwareAddr.String())
+		if _, ok := c.findAddr(t, l, static); !ok {
+			t.Errorf("%s: container eth0 lacks %s", what, static)
+		}
+		wantPing(t, theLab.gw, bareIP(static))
+		waitGwNeighbour(t, bareIP(static), want)
+	}
+
+	addStatic("first container", c1)
+	cnitoolCheckDel(t, n, list, c1)
+	removeContainer(t, c1)
+
+	c2 := newContainer(t)
+	t.Cleanup(func() {
+		if _, err := n.cnitool(list, "del", c2, n.env...); err != nil {
+			t.Logf("cleanup: %v", err)
+		}
+	})
+	addStatic("re-created container", c2)
+	cnitoolCheckDel(t, n, list, c2)
+}
+
 // cnitoolExample loads an example for cnitool and makes a container; env
 // (CAP_ARGS, ...) goes with every cnitool call of the test. A DEL is
 // registered for the end of the test.

@@ -5,12 +5,15 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
 )
 
 // examplesWithOwnTest are the files of conflist-examples/ that TestExamples
@@ -54,7 +57,10 @@ func TestExamples(t *testing.T) {
 			if len(res.Interfaces) == 0 {
 				t.Errorf("ADD result has no interface: %v", res)
 			}
-			c.macvlan(t, "eth0")
+			l := c.macvlan(t, "eth0")
+			if macFromIPExample(list) {
+				wantMACFromIP(t, res, l.Attrs().HardwareAddr.String())
+			}
 			wantPing(t, c, gw4)
 			if err := a.check(); err != nil {
 				t.Errorf("CHECK: %v", err)
@@ -167,5 +173,55 @@ func (n *testNet) adaptPlugin(plugin map[string]any) {
 	ipam["dataDir"] = n.dataDir
 	if store, ok := ipam["store"].(map[string]any); ok {
 		store["dir"] = n.dataDir
+	}
+}
+
+// macFromIPExample reports whether list turns macFromIP on in a maclan
+// plugin, when the suite runs against maclan (the reference macvlan has no
+// such field).
+func macFromIPExample(list *libcni.NetworkConfigList) bool {
+	if pluginType != "maclan" {
+		return false
+	}
+	for _, p := range list.Plugins {
+		var conf struct {
+			Type      string `json:"type"`
+			MACFromIP bool   `json:"macFromIP"`
+		}
+		if json.Unmarshal(p.Bytes, &conf) == nil && conf.Type == "maclan" && conf.MACFromIP {
+			return true
+		}
+	}
+	return false
+}
+
+// macOfIPv4 is the MAC that macFromIP derives from an IPv4 address (a CIDR
+// or a bare address): 02:6d, then the four bytes of the address
+// (pkg/macvlan.MACFromIPv4), written out here again so that the test does
+// not share the code it checks.
+func macOfIPv4(t *testing.T, addr string) string {
+	t.Helper()
+	a, err := netip.ParseAddr(bareIP(addr))
+	if err != nil || !a.Is4() {
+		t.Fatalf("%q is not an IPv4 address (%v)", addr, err)
+	}
+	b := a.As4()
+	return fmt.Sprintf("02:6d:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}
+
+// wantMACFromIP checks that the ADD result and the kernel (kernelMAC) give
+// the interface the MAC derived from the result's IPv4 address.
+func wantMACFromIP(t *testing.T, res *current.Result, kernelMAC string) {
+	t.Helper()
+	v4, _ := resultIPs(t, res)
+	if v4 == "" {
+		t.Fatalf("ADD result has no IPv4 address to derive a MAC from: %v", res)
+	}
+	want := macOfIPv4(t, v4)
+	if len(res.Interfaces) == 0 || res.Interfaces[0].Mac != want {
+		t.Errorf("ADD result interfaces %v, want the first with MAC %s (from %s)", res.Interfaces, want, v4)
+	}
+	if kernelMAC != want {
+		t.Errorf("kernel MAC of eth0 %s, want %s (from %s)", kernelMAC, want, v4)
 	}
 }
