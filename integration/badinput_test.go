@@ -66,6 +66,7 @@ func TestBadInvocation(t *testing.T) {
 			stdin:   validConf,
 			ifName:  "eth0",
 			cniArgs: "MAC",
+			code:    types.ErrInvalidEnvironmentVariables,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
