@@ -104,7 +104,7 @@ func (c *cli) open(dataDir, network string) (*disk.Store, error) {
 	if _, err := os.Stat(filepath.Join(dataDir, network, "leases")); err != nil {
 		return nil, fmt.Errorf("no store for network %q under %s: %w", network, dataDir, err)
 	}
-	return disk.New(dataDir, network, disk.Options{Log: c.log})
+	return disk.New(dataDir, network, disk.Options{Log: c.log.With("network", network)})
 }
 
 // networks lists the networks with a store under dataDir, or just the one

@@ -141,7 +141,7 @@ func prevResultIPs(stdin []byte) (map[netip.Addr]bool, error) {
 // Without a list it releases nothing: an absent list is not an empty one.
 func gc(ctx context.Context, conf *config.IPAMConf, st store.Store, log *slog.Logger) error {
 	if conf.Attachments == nil {
-		log.Warn("GC: the config has no cni.dev/valid-attachments (nor cni.dev/attachments); releasing nothing", "network", conf.Name)
+		log.Warn("GC: the config has no cni.dev/valid-attachments (nor cni.dev/attachments); releasing nothing")
 		return nil
 	}
 	valid := make([]allocator.Attachment, 0, len(conf.Attachments))
@@ -150,7 +150,7 @@ func gc(ctx context.Context, conf *config.IPAMConf, st store.Store, log *slog.Lo
 	}
 	gone, err := allocator.New(st, nil, allocator.Options{Log: log}).GC(ctx, valid)
 	if len(gone) > 0 {
-		log.Info("GC released leases of attachments the runtime no longer lists", "network", conf.Name, "leases", len(gone))
+		log.Info("GC released leases of attachments the runtime no longer lists", "leases", len(gone))
 	}
 	return err
 }

@@ -56,7 +56,7 @@ func (c *cli) migrate(args []string) (err error) {
 	}
 	defer func() { err = errors.Join(err, unlock()) }()
 
-	st, err := disk.New(*dataDir, *network, disk.Options{Log: c.log})
+	st, err := disk.New(*dataDir, *network, disk.Options{Log: c.log.With("network", *network)})
 	if err != nil {
 		return err
 	}

@@ -175,10 +175,10 @@ func ValidateAttachment(containerID, ifName string) error {
 // ParseCursor decodes a range set's cursor as a store keeps it (the address
 // in text, maybe with a newline). A cursor is only a hint: an unreadable one
 // is logged and the walk starts from the first address (the zero Addr).
-func ParseCursor(log *slog.Logger, network, set string, b []byte) netip.Addr {
+func ParseCursor(log *slog.Logger, set string, b []byte) netip.Addr {
 	ip, err := netip.ParseAddr(strings.TrimSpace(string(b)))
 	if err != nil {
-		log.Warn("cursor unreadable; starting from the first address", "network", network, "set", set, "err", err)
+		log.Warn("cursor unreadable; starting from the first address", "set", set, "err", err)
 		return netip.Addr{}
 	}
 	return ip

@@ -52,7 +52,7 @@ func TestParseCursor(t *testing.T) {
 		{"", netip.Addr{}},
 		{"not an address\n", netip.Addr{}},
 	} {
-		if got := ParseCursor(log, "net1", "set0", []byte(tc.in)); got != tc.want {
+		if got := ParseCursor(log, "set0", []byte(tc.in)); got != tc.want {
 			t.Errorf("ParseCursor(%q) = %v, want %v", tc.in, got, tc.want)
 		}
 	}

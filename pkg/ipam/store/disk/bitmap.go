@@ -156,7 +156,7 @@ func (s *Store) chunk(base netip.Addr) (*chunk, error) {
 	default:
 		c.onDisk = true
 		if uerr := c.unmarshal(b); uerr != nil {
-			s.log.Warn("bitmap chunk damaged; rebuilding it from the lease files", "network", s.network, "chunk", base, "err", uerr)
+			s.log.Warn("bitmap chunk damaged; rebuilding it from the lease files", "chunk", base, "err", uerr)
 			if c, err = s.rebuildChunk(base); err != nil {
 				return nil, err
 			}

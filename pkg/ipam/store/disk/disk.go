@@ -65,7 +65,9 @@ type Options struct {
 	// LockTimeout bounds Lock (default DefaultLockTimeout).
 	LockTimeout time.Duration
 	// Log receives the few lines worth reading when debugging a node:
-	// damaged records and what was done about them. Nil discards them.
+	// damaged records and what was done about them. Nil discards them. The
+	// lines do not name the network: the caller's logger does (the
+	// plugin's names it on every line; see also slog.Logger.With).
 	Log *slog.Logger
 }
 
@@ -317,7 +319,7 @@ func (s *Store) conflict(l store.Lease, ips []netip.Addr, added bool) error {
 	bitErr := s.setBits([]netip.Addr{l.IP}, true)
 	if err := errors.Join(undo, bitErr); err != nil {
 		// Harmless if left as is (see the package comment); worth a line.
-		s.log.Warn("could not tidy after a reserve conflict", "network", s.network, "ip", l.IP, "err", err)
+		s.log.Warn("could not tidy after a reserve conflict", "ip", l.IP, "err", err)
 	}
 	held, err := s.readLease(l.IP)
 	if err != nil {
@@ -397,7 +399,7 @@ func (s *Store) ReleaseByID(ctx context.Context, containerID, ifName string) ([]
 	case errors.Is(err, store.ErrNotFound):
 		return nil, nil
 	case errors.Is(err, store.ErrCorrupt):
-		s.log.Warn("index entry damaged; searching every lease instead", "network", s.network, "attachment", subject, "err", err)
+		s.log.Warn("index entry damaged; searching every lease instead", "attachment", subject, "err", err)
 		if ips, err = s.scanByID(ctx, containerID, ifName); err != nil {
 			return nil, fmt.Errorf("release %s: %w", subject, err)
 		}
@@ -411,7 +413,7 @@ func (s *Store) ReleaseByID(ctx context.Context, containerID, ifName string) ([]
 		case err == nil && l.ContainerID == containerID && l.IfName == ifName:
 			mine = append(mine, ip)
 		case errors.Is(err, store.ErrCorrupt):
-			s.log.Warn("lease damaged; leaving it for fsck", "network", s.network, "attachment", subject, "ip", ip, "err", err)
+			s.log.Warn("lease damaged; leaving it for fsck", "attachment", subject, "ip", ip, "err", err)
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			return nil, fmt.Errorf("release %s: %w", subject, err)
 		}
@@ -521,7 +523,7 @@ func (s *Store) Cursor(_ context.Context, set string) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, s.unavailable("read cursor "+set, err)
 	}
-	return store.ParseCursor(s.log, s.network, set, b), nil
+	return store.ParseCursor(s.log, set, b), nil
 }
 
 // SetCursor records the cursor of a range set. It is not fsynced: after a

@@ -91,7 +91,8 @@ type Options struct {
 	// a caller that vanished (default 15 s; etcd rounds it up to its
 	// minimum, about 2 s).
 	PendingTTL time.Duration
-	// Log receives the few lines worth reading; nil discards them.
+	// Log receives the few lines worth reading; nil discards them. The
+	// lines do not name the network: the caller's logger does.
 	Log *slog.Logger
 }
 
@@ -451,7 +452,7 @@ func (s *Store) drop() error {
 	ctx, cancel := s.request(context.Background())
 	defer cancel()
 	if _, rerr := s.cli.Revoke(ctx, s.ttl); rerr != nil {
-		s.log.Info("could not revoke the etcd lease of dropped reservations; they expire by themselves", "network", s.network, "ttl", s.opts.PendingTTL, "err", rerr)
+		s.log.Info("could not revoke the etcd lease of dropped reservations; they expire by themselves", "ttl", s.opts.PendingTTL, "err", rerr)
 	}
 	return err
 }
@@ -836,7 +837,7 @@ func (s *Store) Cursor(ctx context.Context, set string) (netip.Addr, error) {
 	if len(resp.Kvs) == 0 {
 		return netip.Addr{}, nil
 	}
-	return store.ParseCursor(s.log, s.network, set, resp.Kvs[0].Value), nil
+	return store.ParseCursor(s.log, set, resp.Kvs[0].Value), nil
 }
 
 // SetCursor records the cursor of a range set; Unlock writes it with the

@@ -86,7 +86,7 @@ func (s *Store) readJournal() ([]unsureRecord, error) {
 func (s *Store) replayJournal(ctx context.Context) {
 	recs, err := s.readJournal()
 	if err != nil {
-		s.log.Warn("unsure-commit journal unreadable; removing it", "network", s.network, "err", err)
+		s.log.Warn("unsure-commit journal unreadable; removing it", "err", err)
 		_ = os.Remove(s.journalPath()) // it named only reservations of a failed call
 		return
 	}
@@ -105,6 +105,6 @@ func (s *Store) replayJournal(ctx context.Context) {
 		}
 	}
 	if err := os.Remove(s.journalPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("could not remove the unsure-commit journal", "network", s.network, "err", err)
+		s.log.Warn("could not remove the unsure-commit journal", "err", err)
 	}
 }
