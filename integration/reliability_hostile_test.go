@@ -70,11 +70,11 @@ func TestReliabilityHostileInput(t *testing.T) {
 		{name: "thousands of ranges in one set", conf: func(_, i map[string]any) { i["ranges"], i["routes"] = manyRanges(4096, 1), []any{} }, ok: true},
 		{name: "thousands of range sets", conf: func(_, i map[string]any) { i["ranges"], i["routes"] = manyRanges(rangeSets(), rangeSets()), []any{} }, ok: true},
 		{name: "subnet /0", conf: oneRange("0.0.0.0/0"), code: types.ErrInvalidNetworkConfig, mentions: []string{"0.0.0.0/0"}},
-		{name: "subnet /31", conf: oneRange("198.51.100.0/31"), ok: true},
-		{name: "subnet /32", conf: oneRange("198.51.100.7/32"), ok: true},
+		{name: "subnet /31", conf: oneRange("198.51.100.0/31"), code: types.ErrInvalidNetworkConfig, mentions: []string{"198.51.100.0/31", "too small"}},
+		{name: "subnet /32", conf: oneRange("198.51.100.7/32"), code: types.ErrInvalidNetworkConfig, mentions: []string{"198.51.100.7/32", "too small"}},
 		{name: "subnet ::/0", conf: oneRange("::/0"), code: types.ErrInvalidNetworkConfig, mentions: []string{"::/0"}},
-		{name: "subnet /127", conf: oneRange("2001:db8:100::/127"), ok: true},
-		{name: "subnet /128", conf: oneRange("2001:db8:100::7/128"), ok: true},
+		{name: "subnet /127", conf: oneRange("2001:db8:100::/127"), code: types.ErrInvalidNetworkConfig, mentions: []string{"2001:db8:100::/127", "too small"}},
+		{name: "subnet /128", conf: oneRange("2001:db8:100::7/128"), code: types.ErrInvalidNetworkConfig, mentions: []string{"2001:db8:100::7/128", "too small"}},
 		{name: "overlapping range sets", conf: func(_, i map[string]any) {
 			i["ranges"] = []any{[]any{map[string]any{"subnet": subnet4}}, []any{map[string]any{"subnet": "198.51.100.128/25"}}}
 		}, code: types.ErrInvalidNetworkConfig, mentions: []string{"overlaps"}},
