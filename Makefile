@@ -93,6 +93,7 @@ demo: deps build tools
 # containerd end to end (root; Debian's containerd and runc): a private
 # containerd in a namespace lab runs maclan for a crictl pod sandbox.
 e2e: deps build tools $(TOOLS)/loopback $(TOOLS)/crictl
+	./scripts/install-deps.sh e2e
 	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./e2e/run.sh
 
 $(TOOLS)/loopback:

@@ -354,24 +354,13 @@ func swtMigrate(t *testing.T, args ...string) {
 // changed, and then maclan + maclan-ipam serve new containers beside the old
 // ones, CHECK them and DEL them.
 //
-// Two places where the README's steps are not enough on their own:
-//
-//   - The README runs migrate once, before the switch. A container started
-//     by host-local after that run and before the configuration changes
-//     (one does here) holds an address maclan-ipam does not know of.
-//     docs/ipam.md says to run migrate once more after the switch; the
-//     test does.
-//   - The README's command has no --data-dir, so it fills the default
-//     store /var/lib/cni/maclan. That is right when the configuration sets
-//     no "dataDir" (the first case, which runs the README's command word
-//     for word). A configuration that sets "dataDir" keeps it after the
-//     switch ("every other field keeps its meaning"), so maclan-ipam reads
-//     its store from that directory, not from the one migrate filled; and
-//     migrate --data-dir into that same directory waits for ever on its own
-//     lock (the host-local lock and the store's lock are both
-//     <dataDir>/<network>/lock) and fails after 10 s. What works, and what
-//     the second case does, is a dataDir of its own for maclan-ipam, given
-//     to migrate with --data-dir.
+// It follows the README's steps: migrate before the switch and once more
+// after it (a container started by host-local between the two, as one is
+// here, holds an address only the second run adopts), with --data-dir when
+// the configuration sets "dataDir". Three cases: no dataDir (the README's
+// command word for word), a dataDir kept by maclan-ipam, so that migrate
+// works in the very directory host-local used (one lock file for both), and
+// a new dataDir for maclan-ipam.
 func TestSwitchFromReference(t *testing.T) {
 	t.Run("default data directories, the README's command", func(t *testing.T) {
 		n := newNet(t)
@@ -380,6 +369,11 @@ func TestSwitchFromReference(t *testing.T) {
 		swtCleanupDirs(t, hostLocalDir, filepath.Join(maclanDir, n.name))
 		migrate := []string{"--from-host-local", hostLocalDir, "--network", n.name}
 		swtSwitch(t, n, "", "", maclanDir, migrate)
+	})
+	t.Run("dataDir set and kept, migrate in place", func(t *testing.T) {
+		n := newNet(t)
+		migrate := []string{"--from-host-local", filepath.Join(n.dataDir, n.name), "--network", n.name, "--data-dir", n.dataDir}
+		swtSwitch(t, n, n.dataDir, n.dataDir, n.dataDir, migrate)
 	})
 	t.Run("dataDir set, a new one for maclan-ipam", func(t *testing.T) {
 		n := newNet(t)

@@ -8,6 +8,11 @@ declare -A pkg_of=(
 	[iptables]=iptables [ndisc6]=ndisc6 [sysctl]=procps [git]=git
 	[etcd]=etcd-server [dnsmasq]=dnsmasq-base
 )
+# `install-deps.sh e2e` adds what make e2e needs: containerd, runc and
+# util-linux (nsenter, unshare).
+if [ "${1:-}" = e2e ]; then
+	pkg_of+=([containerd]=containerd [runc]=runc [nsenter]=util-linux [unshare]=util-linux)
+fi
 missing=()
 for cmd in "${!pkg_of[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")

@@ -18,6 +18,9 @@ import (
 
 var binary string
 
+// buildFlags are added to the go build of the binaries under test.
+var buildFlags []string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "maclan-ipam-test")
 	if err != nil {
@@ -30,7 +33,7 @@ func TestMain(m *testing.M) {
 		{"-o", binary},
 		{"-tags", "etcd", "-o", filepath.Join(dir, etcdBinary)},
 	} {
-		args := append([]string{"build", "-ldflags", "-X main.buildVersion=test"}, b...)
+		args := append(append([]string{"build", "-ldflags", "-X main.buildVersion=test"}, buildFlags...), b...)
 		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
@@ -390,5 +393,27 @@ func TestMigrateFromHostLocal(t *testing.T) {
 	out, _ = runCLIBinary(t, "ls", "--data-dir", dir)
 	if strings.Contains(out, "bbb") {
 		t.Errorf("bbb still listed after DEL: %s", out)
+	}
+}
+
+// A configuration that keeps host-local's dataDir migrates into the very
+// directory host-local used: one lock file for both, taken once.
+func TestMigrateFromHostLocalInPlace(t *testing.T) {
+	dir := t.TempDir()
+	netDir := filepath.Join(dir, "net1")
+	if err := os.MkdirAll(netDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"10.1.0.7": "ccc\r\neth0", "lock": ""} {
+		if err := os.WriteFile(filepath.Join(netDir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, code := runCLIBinary(t, "migrate", "--from-host-local", netDir, "--network", "net1", "--data-dir", dir); code != 0 {
+		t.Fatalf("migrate in place: exit %d, %s", code, out)
+	}
+	conf := netconf("1.0.0", dir, `"ranges":[[{"subnet":"10.1.0.0/24"}]]`, "")
+	if out := ok(t, call{cmd: "ADD", id: "ccc", conf: conf}); !strings.Contains(out, "10.1.0.7/24") {
+		t.Errorf("ADD of the attachment migrated in place: %s, want 10.1.0.7", out)
 	}
 }

@@ -50,11 +50,16 @@ func (c *cli) migrate(args []string) (err error) {
 	if fi, err := os.Stat(filepath.Join(src, *network)); err == nil && fi.IsDir() {
 		src = filepath.Join(src, *network)
 	}
-	unlock, err := lockHostLocal(src, 10*time.Second)
-	if err != nil {
-		return err
+	// Migrating into the directory host-local used (its dataDir is ours:
+	// the field keeps its meaning) shares one lock file, which the store's
+	// own lock below takes; a second flock of it would wait for ever.
+	if !sameDir(src, filepath.Join(*dataDir, *network)) {
+		unlock, err := lockHostLocal(src, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, unlock()) }()
 	}
-	defer func() { err = errors.Join(err, unlock()) }()
 
 	st, err := disk.New(*dataDir, *network, disk.Options{Log: c.log.With("network", *network)})
 	if err != nil {
@@ -112,6 +117,16 @@ func (c *cli) migrate(args []string) (err error) {
 		return fmt.Errorf("not adopted: %w", errors.Join(skipped...))
 	}
 	return nil
+}
+
+// sameDir reports whether a and b name one directory.
+func sameDir(a, b string) bool {
+	fa, erra := os.Stat(a)
+	fb, errb := os.Stat(b)
+	if erra != nil || errb != nil {
+		return filepath.Clean(a) == filepath.Clean(b)
+	}
+	return os.SameFile(fa, fb)
 }
 
 func readHostLocalLease(path string, ip netip.Addr, defaultIfName string) (store.Lease, error) {
