@@ -44,11 +44,9 @@ func shimRoutes(t *testing.T) []string {
 	return dst
 }
 
-// The shim takes its addresses from the network's IPAM, one per range set,
-// as an attachment of its own: `ls` shows it, GC keeps it, and the last DEL
-// gives it back. With a dual-stack network the host reaches its containers
-// over IPv4 and IPv6.
-func TestHostShimAddressFromIPAM(t *testing.T) {
+// newShimNet is a network whose host shim takes its addresses from the IPAM.
+func newShimNet(t *testing.T, cniVersion string) (*testNet, *libcni.NetworkConfigList) {
+	t.Helper()
 	if pluginType != "maclan" {
 		t.Skip("the host shim is maclan's")
 	}
@@ -56,7 +54,15 @@ func TestHostShimAddressFromIPAM(t *testing.T) {
 	n := newNet(t)
 	conf := n.mainConf()
 	conf["hostShim"] = map[string]any{"enabled": true}
-	list := n.list("1.1.0", conf)
+	return n, n.list(cniVersion, conf)
+}
+
+// The shim takes its addresses from the network's IPAM, one per range set,
+// as an attachment of its own: `ls` shows it, GC keeps it, and the last DEL
+// gives it back. With a dual-stack network the host reaches its containers
+// over IPv4 and IPv6.
+func TestHostShimAddressFromIPAM(t *testing.T) {
+	n, list := newShimNet(t, "1.1.0")
 
 	a1 := n.attach(list, newContainer(t), "eth0")
 	v4a, v6a := resultIPs(t, a1.mustAdd())
@@ -134,14 +140,7 @@ func TestHostShimAddressFromIPAM(t *testing.T) {
 // container gets its route, and the last DEL, whichever it is, removes the
 // shim and gives its address back.
 func TestHostShimConcurrentAddDel(t *testing.T) {
-	if pluginType != "maclan" {
-		t.Skip("the host shim is maclan's")
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(shimState()) })
-	n := newNet(t)
-	conf := n.mainConf()
-	conf["hostShim"] = map[string]any{"enabled": true}
-	list := n.list("1.0.0", conf)
+	n, list := newShimNet(t, "1.0.0")
 
 	const count = 8
 	atts := make([]*attachment, count)

@@ -200,10 +200,11 @@ func envValueOf(env []string, key string) string {
 }
 
 // ipamCLI runs the operator tool (maclan-ipam without CNI_COMMAND) from the
-// lab host namespace and returns its exit code and output.
+// lab host namespace and returns its exit code and output. It is
+// maclan-ipam's whatever IPAM the tests run with (MACLAN_TEST_IPAM).
 func ipamCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(theLab.binDir, ipamType), args...)
+	cmd := exec.Command(filepath.Join(theLab.binDir, "maclan-ipam"), args...)
 	cmd.Env = cleanEnv()
 	var o, e strings.Builder
 	cmd.Stdout, cmd.Stderr = &o, &e

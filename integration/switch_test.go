@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -264,30 +263,10 @@ func swtIPAM(typ, dataDir string) map[string]any {
 	return ipam
 }
 
-// swtCLI runs the maclan-ipam operator tool from the lab host namespace.
-func swtCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(theLab.binDir, "maclan-ipam"), args...)
-	cmd.Env = cleanEnv()
-	var o, e strings.Builder
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := theLab.inHost(cmd.Run)
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, o.String(), e.String()
-	case errors.As(err, &ee):
-		return ee.ExitCode(), o.String(), e.String()
-	default:
-		t.Fatalf("maclan-ipam %v: %v", args, err)
-		return 0, "", ""
-	}
-}
-
 // swtLeases is `maclan-ipam ls` of the network: address -> "container/ifname".
 func swtLeases(t *testing.T, dataDir, network string) map[string]string {
 	t.Helper()
-	code, out, errOut := swtCLI(t, "ls", "--data-dir", dataDir, "--network", network, "-o", "json")
+	code, out, errOut := ipamCLI(t, "ls", "--data-dir", dataDir, "--network", network, "-o", "json")
 	if code != 0 {
 		t.Fatalf("maclan-ipam ls: exit %d: %s %s", code, out, errOut)
 	}
@@ -341,7 +320,7 @@ func swtAdd(t *testing.T, n *testNet, list *libcni.NetworkConfigList) *swtCtr {
 // adopted without problems.
 func swtMigrate(t *testing.T, args ...string) {
 	t.Helper()
-	code, out, errOut := swtCLI(t, append([]string{"migrate"}, args...)...)
+	code, out, errOut := ipamCLI(t, append([]string{"migrate"}, args...)...)
 	t.Logf("maclan-ipam migrate %s: %s %s", strings.Join(args, " "), strings.TrimSpace(out), strings.TrimSpace(errOut))
 	if code != 0 || !strings.Contains(out, " 0 problems") {
 		t.Fatalf("maclan-ipam migrate %v: exit %d, want 0 with no problems: %s %s", args, code, out, errOut)
@@ -518,7 +497,7 @@ func swtSwitch(t *testing.T, n *testNet, oldDataDir, newDataDir, storeDir string
 		wantOnlyLoopback(t, c.ctr)
 	}
 	swtWantLeases(t, "at the end", swtLeases(t, storeDir, n.name), map[string]string{})
-	if code, out, errOut := swtCLI(t, "fsck", "--data-dir", storeDir, "--network", n.name); code != 0 {
+	if code, out, errOut := ipamCLI(t, "fsck", "--data-dir", storeDir, "--network", n.name); code != 0 {
 		t.Errorf("maclan-ipam fsck: exit %d, want 0: %s %s", code, out, errOut)
 	}
 	if got := hostMacvlans(t); len(got) != 0 {
