@@ -135,9 +135,10 @@ func shimIPAMConf(stdin []byte) ([]byte, error) {
 }
 
 // detachShim removes the container's routes from the host shim, and the
-// shim with its last route. The master is found from the shim's own records
-// (the default-route master may have gone).
-func detachShim(conf *config.NetConf, id string, stdin []byte) error {
+// shim with its last route, giving back its leased addresses through the
+// shim's own record of the lease. The master is found from the shim's
+// records too (the default-route master may have gone).
+func detachShim(conf *config.NetConf, id string) error {
 	if !conf.ShimFromIPAM() {
 		if _, err := conf.ShimAddress(); err != nil {
 			return nil // ADD refused this configuration: nothing was attached
@@ -156,7 +157,7 @@ func detachShim(conf *config.NetConf, id string, stdin []byte) error {
 		return fmt.Errorf("netlink handle in host netns: %w", err)
 	}
 	defer h.Close()
-	sh, err := newShim(h, conf, master, stdin)
+	sh, err := newShim(h, conf, master, nil)
 	if err != nil {
 		return err
 	}

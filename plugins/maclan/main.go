@@ -421,7 +421,7 @@ func cmdDel(args *skel.CmdArgs, log *slog.Logger, tr *tracer) error {
 	}
 	tr.step("link delete")
 	if conf.ShimEnabled() {
-		if err := detachShim(conf, attachmentID(args), args.StdinData); err != nil {
+		if err := detachShim(conf, attachmentID(args)); err != nil {
 			errs = append(errs, err)
 		}
 	}
