@@ -560,20 +560,28 @@ func (s *Store) Release(ctx context.Context, ip netip.Addr) error {
 	return fmt.Errorf("release %s: the lease kept changing under us: %w", ip, store.ErrUnavailable)
 }
 
+// attachment checks the lock and the names for op on an attachment, and
+// returns how messages name it and the prefix of its index keys.
+func (s *Store) attachment(op, containerID, ifName string) (subject, prefix string, err error) {
+	if err := s.requireLock(op); err != nil {
+		return "", "", err
+	}
+	if err := store.ValidateAttachment(containerID, ifName); err != nil {
+		return "", "", fmt.Errorf("%s %s/%s: %w", op, containerID, ifName, err)
+	}
+	return containerID + "/" + ifName, s.attachPrefix(containerID, ifName), nil
+}
+
 // ReleaseByID removes the attachment's leases through its index keys. A
 // lease whose create revision equals its index key's was written with it
 // in one transaction and so is the attachment's: the common case takes one
 // read and one transaction. Otherwise (a lease re-indexed by fsck) the
 // leases are read and those the attachment holds are deleted.
 func (s *Store) ReleaseByID(ctx context.Context, containerID, ifName string) ([]netip.Addr, error) {
-	if err := s.requireLock("release"); err != nil {
+	subject, prefix, err := s.attachment("release", containerID, ifName)
+	if err != nil {
 		return nil, err
 	}
-	if err := store.ValidateAttachment(containerID, ifName); err != nil {
-		return nil, fmt.Errorf("release %s/%s: %w", containerID, ifName, err)
-	}
-	subject := containerID + "/" + ifName
-	prefix := s.attachPrefix(containerID, ifName)
 	for range 5 { // a concurrent change of the same keys is rare; retry a few times
 		rctx, cancel := s.request(ctx)
 		resp, err := s.cli.Get(rctx, prefix, clientv3.WithPrefix())
@@ -725,14 +733,10 @@ func (s *Store) Get(ctx context.Context, ip netip.Addr) (store.Lease, error) {
 // attachment that a call which died left uncommitted are adopted: this
 // section makes them permanent.
 func (s *Store) GetByID(ctx context.Context, containerID, ifName string) ([]store.Lease, error) {
-	if err := s.requireLock("get"); err != nil {
+	subject, prefix, err := s.attachment("get", containerID, ifName)
+	if err != nil {
 		return nil, err
 	}
-	if err := store.ValidateAttachment(containerID, ifName); err != nil {
-		return nil, fmt.Errorf("get %s/%s: %w", containerID, ifName, err)
-	}
-	subject := containerID + "/" + ifName
-	prefix := s.attachPrefix(containerID, ifName)
 	rctx, cancel := s.request(ctx)
 	resp, err := s.cli.Get(rctx, prefix, clientv3.WithPrefix())
 	cancel()

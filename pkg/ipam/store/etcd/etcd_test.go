@@ -142,21 +142,27 @@ func waitNoLeases(t *testing.T, s *Store) {
 	}
 }
 
+// reserveAndDie reserves l and closes the store without Unlock, as a call
+// killed in the middle of an ADD would.
+func reserveAndDie(t *testing.T, opts Options, l store.Lease) {
+	t.Helper()
+	s := open(t, opts)
+	if err := s.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close() // dies without Unlock
+}
+
 // TestDeadCallExpires: a caller that dies before Unlock leaves keys that
 // etcd deletes when their TTL runs out.
 func TestDeadCallExpires(t *testing.T) {
 	srv := etcdtest.Start(t, etcdtest.Options{})
 	opts := testOptions(t, srv)
 	opts.PendingTTL = 2 * time.Second
-	s := open(t, opts)
-	if err := s.Lock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Reserve(ctx, lease("10.0.0.2", "c1")); err != nil {
-		t.Fatal(err)
-	}
-	_ = s.Close() // dies without Unlock
-
+	reserveAndDie(t, opts, lease("10.0.0.2", "c1"))
 	s2 := open(t, opts)
 	defer s2.Close() //nolint:errcheck // test
 	locked(t, s2, func() error {
@@ -181,15 +187,7 @@ func TestDeadCallExpires(t *testing.T) {
 func TestAdoptAfterDeadCall(t *testing.T) {
 	srv := etcdtest.Start(t, etcdtest.Options{})
 	opts := testOptions(t, srv)
-	s := open(t, opts)
-	if err := s.Lock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Reserve(ctx, lease("10.0.0.2", "c1")); err != nil {
-		t.Fatal(err)
-	}
-	_ = s.Close() // dies without Unlock
-
+	reserveAndDie(t, opts, lease("10.0.0.2", "c1"))
 	s2 := open(t, opts)
 	defer s2.Close() //nolint:errcheck // test
 	locked(t, s2, func() error {
