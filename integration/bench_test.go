@@ -22,6 +22,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/maclan-cni/maclan/bench/samples"
 )
 
 // TestBench is the benchmark suite behind `make bench` (bench/run.sh): it
@@ -39,7 +41,7 @@ func TestBench(t *testing.T) {
 	if out == "" {
 		t.Skip("benchmarks run with MACLAN_BENCH_OUT set (make bench)")
 	}
-	rep := &benchReport{Started: time.Now().UTC().Format(time.RFC3339), Host: benchHost()}
+	rep := &benchReport{Report: samples.Report{Started: time.Now().UTC().Format(time.RFC3339), Host: benchHost()}}
 	t.Cleanup(func() {
 		b, err := json.MarshalIndent(rep, "", " ")
 		if err == nil {
@@ -70,56 +72,19 @@ const (
 	benchLast4  = 250
 )
 
-// benchReport is what TestBench writes for bench/report.
+// benchReport is what TestBench writes for bench/report; workloads are
+// added from several goroutines.
 type benchReport struct {
-	Started   string                `json:"started"`
-	Host      string                `json:"host"`
-	Workloads []*benchWorkload      `json:"workloads"`
-	Parallel  []*benchParallelRound `json:"parallel,omitempty"`
-	Trace     map[string][]int64    `json:"trace,omitempty"` // step -> µs per call
-	IPAM      json.RawMessage       `json:"ipam,omitempty"`  // bench/ipamscale -json
-	mu        sync.Mutex
+	samples.Report
+	mu sync.Mutex
 }
 
-// benchWorkload is one timed operation of both flavours: wall and CPU
-// time (user+system of the child and its children, from wait4) per call.
-type benchWorkload struct {
-	Name  string                  `json:"name"`
-	Ops   map[string]*benchSeries `json:"ops"` // flavour -> samples
-	Notes []string                `json:"notes,omitempty"`
-}
-
-type benchSeries struct {
-	WallUS []int64 `json:"wallUS"`
-	CPUUS  []int64 `json:"cpuUS"`
-}
-
-type benchParallelRound struct {
-	Flavour  string `json:"flavour"`
-	Op       string `json:"op"`
-	N        int    `json:"n"`
-	WallUS   int64  `json:"wallUS"`
-	CPUUS    int64  `json:"cpuUS"` // summed over the N processes
-	Failures int    `json:"failures"`
-	Dups     int    `json:"duplicates"`
-}
-
-func (r *benchReport) workload(name string) *benchWorkload {
+func (r *benchReport) workload(name string) *samples.Workload {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w := &benchWorkload{Name: name, Ops: map[string]*benchSeries{}}
+	w := &samples.Workload{Name: name, Ops: map[string]*samples.Series{}}
 	r.Workloads = append(r.Workloads, w)
 	return w
-}
-
-func (w *benchWorkload) add(flavour string, s benchSample) {
-	ser := w.Ops[flavour]
-	if ser == nil {
-		ser = &benchSeries{}
-		w.Ops[flavour] = ser
-	}
-	ser.WallUS = append(ser.WallUS, s.wall.Microseconds())
-	ser.CPUUS = append(ser.CPUUS, s.cpu.Microseconds())
 }
 
 func benchHost() string {
@@ -408,7 +373,7 @@ func benchSequential(t *testing.T, rep *benchReport, n int) {
 			if err := bc.run(); err != nil {
 				t.Fatal(err)
 			}
-			add.add(f.name, bc.sample)
+			samples.AddTo(add.Ops, f.name, bc.sample.wall, bc.sample.cpu)
 			for _, ip := range f.checkAdded(t, c, bc.stdout.Bytes(), false) {
 				if seen[f] == nil {
 					seen[f] = map[netip.Addr]bool{}
@@ -433,7 +398,7 @@ func benchSequential(t *testing.T, rep *benchReport, n int) {
 			if err := bc.run(); err != nil {
 				t.Fatal(err)
 			}
-			del.add(f.name, bc.sample)
+			samples.AddTo(del.Ops, f.name, bc.sample.wall, bc.sample.cpu)
 			f.checkDeleted(t, c)
 		})
 	}
@@ -455,14 +420,14 @@ func benchDualStack(t *testing.T, rep *benchReport, n int) {
 			if err := bc.run(); err != nil {
 				t.Fatal(err)
 			}
-			add.add(f.name, bc.sample)
+			samples.AddTo(add.Ops, f.name, bc.sample.wall, bc.sample.cpu)
 			f.checkAdded(t, c, bc.stdout.Bytes(), true)
 			f.checkReach(t, c, true)
 			bc = f.call("DEL", c.name, c, conf)
 			if err := bc.run(); err != nil {
 				t.Fatal(err)
 			}
-			del.add(f.name, bc.sample)
+			samples.AddTo(del.Ops, f.name, bc.sample.wall, bc.sample.cpu)
 			f.checkDeleted(t, c)
 			if got := f.leases(t); len(got) != 0 {
 				t.Errorf("%s still holds %v after DEL", f.name, got)
@@ -474,7 +439,7 @@ func benchDualStack(t *testing.T, rep *benchReport, n int) {
 
 // benchDuplicate checks, and times, that maclan still fails an ADD whose
 // IPv6 address another host on the LAN holds.
-func benchDuplicate(t *testing.T, f *flavour, w *benchWorkload) {
+func benchDuplicate(t *testing.T, f *flavour, w *samples.Workload) {
 	const dup = "2001:db8:100::1ff0"
 	sq := benchContainer(t)
 	// The squatter: a macvlan of its own on the switch side, holding dup.
@@ -526,7 +491,7 @@ func benchParallel(t *testing.T, rep *benchReport, n, rounds int) {
 				for i, c := range ctrs {
 					calls[i] = f.call(op, c.name, c, conf)
 				}
-				round := &benchParallelRound{Flavour: f.name, Op: op, N: n}
+				round := &samples.ParallelRound{Flavour: f.name, Op: op, N: n}
 				errs := make([]error, n)
 				var wg sync.WaitGroup
 				gate := make(chan struct{})
@@ -669,5 +634,8 @@ func benchIPAM(t *testing.T, rep *benchReport) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep.IPAM = b
+	rep.IPAM = &samples.IPAM{}
+	if err := json.Unmarshal(b, rep.IPAM); err != nil {
+		t.Fatalf("ipamscale -json: %v", err)
+	}
 }

@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/maclan-cni/maclan/bench/samples"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
@@ -57,32 +58,6 @@ func main() {
 	}
 }
 
-// Result is the -json output: per lease count, the samples of each binary.
-type Result struct {
-	Rounds int     `json:"rounds"`
-	Sizes  []*Size `json:"sizes"`
-}
-
-// Size holds the samples at one lease count, in µs.
-type Size struct {
-	Leases int                 `json:"leases"`
-	Ops    map[string]*Samples `json:"ops"` // "maclan ADD", "reference DEL", ...
-}
-
-// Samples are wall and CPU (user+system, from wait4) times of each exec.
-type Samples struct {
-	WallUS []int64 `json:"wallUS"`
-	CPUUS  []int64 `json:"cpuUS"`
-}
-
-func (s *Size) add(op string, smp sample) {
-	if s.Ops[op] == nil {
-		s.Ops[op] = &Samples{}
-	}
-	s.Ops[op].WallUS = append(s.Ops[op].WallUS, smp.wall.Microseconds())
-	s.Ops[op].CPUUS = append(s.Ops[op].CPUUS, smp.cpu.Microseconds())
-}
-
 func run(ours, ref, sizesFlag string, rounds int, work, jsonOut string) error {
 	var sizes []int
 	for s := range strings.SplitSeq(sizesFlag, ",") {
@@ -100,10 +75,10 @@ func run(ours, ref, sizesFlag string, rounds int, work, jsonOut string) error {
 		defer os.RemoveAll(d) //nolint:errcheck // temporary
 		work = d
 	}
-	res := &Result{Rounds: rounds}
+	res := &samples.IPAM{Rounds: rounds}
 	fmt.Printf("%-8s %14s %14s %14s %14s %9s %9s\n", "leases", "ours ADD", "ref ADD", "ours DEL", "ref DEL", "ADD x", "DEL x")
 	for _, n := range sizes {
-		sz := &Size{Leases: n, Ops: map[string]*Samples{}}
+		sz := &samples.Size{Leases: n, Ops: map[string]*samples.Series{}}
 		res.Sizes = append(res.Sizes, sz)
 		oursDir := filepath.Join(work, fmt.Sprintf("ours-%d", n))
 		refDir := filepath.Join(work, fmt.Sprintf("ref-%d", n))
@@ -123,8 +98,8 @@ func run(ours, ref, sizesFlag string, rounds int, work, jsonOut string) error {
 				}
 				t1, t2, err := addDel(ours, oursDir, id, n, oursLeases(oursDir))
 				oa, od = append(oa, t1.wall), append(od, t2.wall)
-				sz.add("maclan ADD", t1)
-				sz.add("maclan DEL", t2)
+				samples.AddTo(sz.Ops, "maclan ADD", t1.wall, t1.cpu)
+				samples.AddTo(sz.Ops, "maclan DEL", t2.wall, t2.cpu)
 				return err
 			}
 			b := func() error {
@@ -133,8 +108,8 @@ func run(ours, ref, sizesFlag string, rounds int, work, jsonOut string) error {
 				}
 				t1, t2, err := addDel(ref, refDir, id, n, refLeases(refDir))
 				ra, rd = append(ra, t1.wall), append(rd, t2.wall)
-				sz.add("reference ADD", t1)
-				sz.add("reference DEL", t2)
+				samples.AddTo(sz.Ops, "reference ADD", t1.wall, t1.cpu)
+				samples.AddTo(sz.Ops, "reference DEL", t2.wall, t2.cpu)
 				return err
 			}
 			if r%2 == 1 {

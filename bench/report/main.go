@@ -17,50 +17,12 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/maclan-cni/maclan/bench/samples"
 )
 
 //go:embed benchmarks.md.tmpl
 var docTemplate string
-
-// Report is what integration/bench_test.go writes.
-type Report struct {
-	Started   string          `json:"started"`
-	Host      string          `json:"host"`
-	Workloads []Workload      `json:"workloads"`
-	Parallel  []ParallelRound `json:"parallel"`
-	Trace     map[string][]int64
-	IPAM      *IPAMResult `json:"ipam"`
-}
-
-type Workload struct {
-	Name  string             `json:"name"`
-	Ops   map[string]Samples `json:"ops"`
-	Notes []string           `json:"notes"`
-}
-
-type Samples struct {
-	WallUS []int64 `json:"wallUS"`
-	CPUUS  []int64 `json:"cpuUS"`
-}
-
-type ParallelRound struct {
-	Flavour  string `json:"flavour"`
-	Op       string `json:"op"`
-	N        int    `json:"n"`
-	WallUS   int64  `json:"wallUS"`
-	CPUUS    int64  `json:"cpuUS"`
-	Failures int    `json:"failures"`
-	Dups     int    `json:"duplicates"`
-}
-
-// IPAMResult is bench/ipamscale's -json output.
-type IPAMResult struct {
-	Rounds int `json:"rounds"`
-	Sizes  []struct {
-		Leases int                `json:"leases"`
-		Ops    map[string]Samples `json:"ops"`
-	} `json:"sizes"`
-}
 
 func main() {
 	in := flag.String("in", "", "samples written by the bench (JSON)")
@@ -78,7 +40,7 @@ func run(in, md, png string) error {
 	if err != nil {
 		return err
 	}
-	var r Report
+	var r samples.Report
 	if err := json.Unmarshal(b, &r); err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
@@ -119,7 +81,11 @@ func quantile(v []int64, q float64) time.Duration {
 	return us(s[i])
 }
 
-func statsOf(s Samples) stats {
+// statsOf of a missing series (nil) is all zeros.
+func statsOf(s *samples.Series) stats {
+	if s == nil {
+		return stats{}
+	}
 	return stats{median: quantile(s.WallUS, 0.5), p95: quantile(s.WallUS, 0.95), cpu: quantile(s.CPUUS, 0.5)}
 }
 
@@ -161,7 +127,7 @@ type target struct {
 	met             bool
 }
 
-func build(r *Report) *Doc {
+func build(r *samples.Report) *Doc {
 	d := &Doc{Started: r.Started, Host: r.Host}
 	var tb, sum strings.Builder
 	var targets []target

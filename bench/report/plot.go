@@ -9,12 +9,14 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/maclan-cni/maclan/bench/samples"
 )
 
 // plotIPAM draws the median latency of each IPAM operation against the
 // number of existing leases, both axes logarithmic (0 leases is drawn at 100,
 // as the axis cannot show 0, and labelled so).
-func plotIPAM(r *IPAMResult, file string) error {
+func plotIPAM(r *samples.IPAM, file string) error {
 	p := plot.New()
 	p.Title.Text = "IPAM alone: median latency per exec vs existing leases"
 	p.X.Label.Text = "existing leases (first point: none)"
