@@ -37,7 +37,7 @@ func Verify(h netlinksafe.Handle, ifName string, ips []*current.IPConfig, routes
 			}
 		}
 		if !found {
-			return fmt.Errorf("container interface %q lacks address %s from prevResult", ifName, want.IPNet)
+			return fmt.Errorf("container interface %q lacks address %s", ifName, want.IPNet)
 		}
 		subnet := &net.IPNet{IP: ipc.Address.IP.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask}
 		ok, err := hasRoute(h, subnet, nil)
@@ -58,7 +58,7 @@ func Verify(h netlinksafe.Handle, ifName string, ips []*current.IPConfig, routes
 			if r.GW != nil {
 				via = r.GW.String()
 			}
-			return fmt.Errorf("route to %s via %s from prevResult is missing in the container", r.Dst.String(), via)
+			return fmt.Errorf("route to %s via %s is missing in the container", r.Dst.String(), via)
 		}
 	}
 	return nil

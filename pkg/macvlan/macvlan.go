@@ -100,6 +100,10 @@ func LookupMaster(h netlinksafe.Handle, name, where string) (netlink.Link, error
 	return l, nil
 }
 
+// ErrNameTaken: the container gained an interface of the requested name
+// while the link was being made (a concurrent ADD of the same attachment).
+var ErrNameTaken = errors.New("interface name taken")
+
 // Spec describes the macvlan link to create.
 type Spec struct {
 	Master     netlink.Link
@@ -141,7 +145,7 @@ func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS boo
 	if err == nil {
 		err = contH.LinkSetName(link, spec.IfName)
 		if errors.Is(err, syscall.EEXIST) {
-			err = fmt.Errorf("an interface named %q already exists in the container", spec.IfName)
+			err = fmt.Errorf("%w: an interface named %q already exists in the container", ErrNameTaken, spec.IfName)
 		}
 	}
 	if err == nil {

@@ -163,6 +163,23 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 		}
 	}
 	tr.step("parse")
+	contNS, h, err := openContainer(args.Netns, conf.LinkInContainer)
+	if err != nil {
+		return err
+	}
+	defer contNS.Close()
+	defer h.Close()
+	tr.step("netns+handles")
+	// A repeated ADD finds its interface in place. It is answered before
+	// the IPAM is asked anything, so that no roll-back below can give back
+	// a lease the running container holds.
+	var existing netlink.Link
+	if existing, err = existingLink(h, args.IfName); err != nil {
+		return err
+	}
+	if existing != nil {
+		return repeatAdd(args, conf, h, log)
+	}
 	// An IPAM that keeps state only runs while the link is made: the two do
 	// not depend on each other until the addresses go on the link. It is
 	// forked now, from the runtime's namespace, before this thread enters
@@ -192,6 +209,14 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 			if !ipamHeld {
 				return // the IPAM ADD failed or never ran: nothing to release
 			}
+			if errors.Is(err, macvlan.ErrNameTaken) {
+				// A concurrent ADD of this very attachment made the
+				// interface: the IPAM answered both with one lease, which
+				// that interface holds. Releasing it would free an
+				// address in use.
+				log.Warn("not releasing the lease: another ADD of this attachment holds it", "error", err)
+				return
+			}
 			if derr := ipamDel(conf.IPAM.Type, args.StdinData); derr != nil {
 				log.Error("releasing the addresses after a failed ADD failed too", "ipam", conf.IPAM.Type, "error", derr)
 			}
@@ -202,14 +227,6 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 			}
 		}
 	}
-	contNS, h, err := openContainer(args.Netns, conf.LinkInContainer)
-	if err != nil {
-		return err
-	}
-	defer contNS.Close()
-	defer h.Close()
-	tr.step("netns+handles")
-
 	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
 	if err != nil {
 		return masterError(err)
