@@ -56,6 +56,9 @@ func init() {
 }
 
 func main() {
+	if runByHand() {
+		os.Exit(cliMain(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	tr := newTracer(os.Getenv("MACLAN_TRACE") == "1", os.Stderr)
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    run("ADD", cmdAdd, tr),
