@@ -40,6 +40,10 @@ type IPAMConf struct {
 	Exclude     []IPAMExclude `json:"exclude"`
 	Store       IPAMStoreConf `json:"store"`
 	LockTimeout IPAMDuration  `json:"lockTimeout"`
+	// Lease lifecycle (lifecycle.go).
+	ReclaimAfterReboot *bool        `json:"reclaimAfterReboot"`
+	StaleAfter         IPAMDuration `json:"staleAfter"`
+	StickyFor          IPAMDuration `json:"stickyFor"`
 
 	// Name is the network name (the net conf's top-level "name").
 	Name       string `json:"-"`
@@ -56,6 +60,10 @@ type IPAMConf struct {
 	ConflictDetection bool   `json:"-"`
 	Master            string `json:"-"`
 	LinkInContainer   bool   `json:"-"`
+	// Workload and WorkloadUID name what the runtime runs in the container
+	// (lifecycle.go); empty when it does not say.
+	Workload    string `json:"-"`
+	WorkloadUID string `json:"-"`
 }
 
 // IPAMStoreConf selects where leases are kept.
@@ -126,14 +134,22 @@ type ipamEnvelope struct {
 	} `json:"runtimeConfig"`
 	Args struct {
 		CNI struct {
-			IPs []string `json:"ips"`
+			IPs      []string `json:"ips"`
+			Workload string   `json:"workload"`
 		} `json:"cni"`
 		// The Mesos CNI isolator passes its NetworkInfo here.
 		Mesos struct {
 			NetworkInfo struct {
+				Name        string `json:"name"`
 				IPAddresses []struct {
 					IPAddress string `json:"ip_address"`
 				} `json:"ip_addresses"`
+				Labels struct {
+					Labels []struct {
+						Key   string `json:"key"`
+						Value string `json:"value"`
+					} `json:"labels"`
+				} `json:"labels"`
 			} `json:"network_info"`
 		} `json:"org.apache.mesos"`
 	} `json:"args"`
@@ -210,6 +226,9 @@ func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
 		return nil, nil, invalid("ipam.lockTimeout %s is outside (0, %s]", d, maxIPAMLockTimeout)
 	}
 
+	if err := c.lifecycleDefaults(); err != nil {
+		return nil, nil, err
+	}
 	switch {
 	case env.ValidAttachments != nil:
 		c.Attachments = append([]types.GCAttachment{}, *env.ValidAttachments...)
@@ -275,6 +294,9 @@ func ParseIPAMConf(stdin []byte, cniArgs string) (*IPAMConf, error) {
 	}
 
 	if err := c.collectRequests(env, cniArgs); err != nil {
+		return nil, err
+	}
+	if err := c.collectWorkload(env, cniArgs); err != nil {
 		return nil, err
 	}
 	return c, c.validateRequests()

@@ -26,7 +26,27 @@ type Lease struct {
 	// answering for IP (conflict detection): the lease then holds no
 	// container but keeps the address from being handed out.
 	Conflict string
+
+	// Where and for whom the lease was taken, so that it can be given back
+	// when its container is gone without a DEL (docs/ipam.md, "Lease
+	// lifecycle"). Empty in leases written before these fields existed.
+	Host  string // the host's identity: /etc/machine-id, else the hostname
+	Boot  string // the kernel boot: /proc/sys/kernel/random/boot_id
+	Netns string // the network namespace path the runtime gave (CNI_NETNS)
+	// Workload names what runs in the container across re-creations
+	// ("k8s/NAMESPACE/NAME", "mesos/NAME", or args.cni.workload);
+	// WorkloadUID tells one incarnation from the next (K8S_POD_UID).
+	Workload    string
+	WorkloadUID string
+	// Released, when set, marks a sticky hold: the workload's container
+	// released the address at that time, and it is kept for the workload
+	// (stickyFor) under the attachment StickyID(Workload, IfName).
+	Released time.Time
 }
+
+// IsSticky reports whether l is a sticky hold rather than a container's
+// lease.
+func (l Lease) IsSticky() bool { return !l.Released.IsZero() }
 
 // Store keeps leases. Every method except Lock, Unlock and Close must be
 // called with the lock held; use WithLock.
