@@ -28,6 +28,14 @@ const shimAddr = "198.51.100.250"
 // or a forgotten static host would, and returns its MAC.
 func newRogue(t *testing.T, addr string) string {
 	t.Helper()
+	_, mac := newRogueNS(t, addr)
+	return mac
+}
+
+// newRogueNS is newRogue that also returns the device's namespace, whose
+// interface on the switch is eth0.
+func newRogueNS(t *testing.T, addr string) (*netNS, string) {
+	t.Helper()
 	n, err := theLab.addNetNS(fmt.Sprintf("rogue%d", theLab.seq.Add(1)))
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +58,7 @@ func newRogue(t *testing.T, addr string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n.link(t, "eth0").Attrs().HardwareAddr.String()
+	return n, n.link(t, "eth0").Attrs().HardwareAddr.String()
 }
 
 // lsLeases runs "maclan-ipam ls -o json" on the network's data directory.

@@ -65,17 +65,60 @@ func Unmarshal(b []byte) (Packet, error) {
 }
 
 // Conflicts reports whether p, received while probing for ip from mac,
-// shows another device using or claiming ip (RFC 5227, section 2.1.1): any
-// ARP packet whose sender address is ip, or an ARP probe (sender address
-// zero) for ip from another MAC.
+// shows another device using or claiming ip. RFC 5227, section 2.1.1, counts
+// exactly two kinds of packet, and only from a hardware address that is not
+// ours:
+//   - an ARP request or reply whose sender IP address is ip (its owner
+//     answering, or announcing it);
+//   - an ARP probe (a request with sender IP address zero) whose target IP
+//     address is ip: another host probing for it at the same time.
+//
+// Nothing else counts: a request that merely asks for ip (sender IP address
+// some other address), operations other than request and reply (RARP, InARP),
+// and a sender hardware address that names no single device (zero, or a
+// group address: RFC 1812, section 3.3.2, tells routers to ignore ARP
+// replies that claim one). ip must be a unicast IPv4 address: a probe
+// "for" 0.0.0.0 would match every other host's probe.
 func (p Packet) Conflicts(ip netip.Addr, mac net.HardwareAddr) bool {
-	if bytes.Equal(p.SenderMAC, mac) {
+	switch {
+	case !ip.Is4() || ip.IsUnspecified():
 		return false
-	}
-	if p.SenderIP == ip {
+	case p.Op != OpRequest && p.Op != OpReply:
+		return false
+	case !unicastMAC(p.SenderMAC) || bytes.Equal(p.SenderMAC, mac):
+		return false
+	case p.SenderIP == ip:
 		return true
+	default:
+		return p.Op == OpRequest && p.SenderIP == netip.IPv4Unspecified() && p.TargetIP == ip
 	}
-	return p.Op == OpRequest && p.SenderIP == netip.IPv4Unspecified() && p.TargetIP == ip
+}
+
+// unicastMAC reports whether m is a 6-byte Ethernet address of one device:
+// not all zeroes, and with the individual/group bit (the lowest bit of the
+// first byte, IEEE 802-2014 section 8.2) clear.
+func unicastMAC(m net.HardwareAddr) bool {
+	return len(m) == 6 && m[0]&1 == 0 && !bytes.Equal(m, make(net.HardwareAddr, 6))
+}
+
+// answer decodes a frame read from a probe socket bound to ifIndex (from is
+// where recvfrom says it came from) and returns the hardware address of the
+// device it shows using ip, or nil. Frames of another interface, frames we
+// sent (looped back to packet sockets), and frames whose Ethernet source is
+// our own mac are not answers, whatever they carry.
+func answer(b []byte, from unix.Sockaddr, ifIndex int, ip netip.Addr, mac net.HardwareAddr) net.HardwareAddr {
+	ll, ok := from.(*unix.SockaddrLinklayer)
+	if !ok || ll.Ifindex != ifIndex || ll.Pkttype == unix.PACKET_OUTGOING {
+		return nil
+	}
+	if ll.Halen == 6 && bytes.Equal(ll.Addr[:6], mac) {
+		return nil
+	}
+	p, err := Unmarshal(b)
+	if err != nil || !p.Conflicts(ip, mac) {
+		return nil
+	}
+	return p.SenderMAC
 }
 
 // ProbeOptions set how hard to look. RFC 5227's own timers (three probes
@@ -111,7 +154,11 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // only its frames are read, and returns it with the broadcast address to
 // send to.
 func socket(ifIndex int) (int, *unix.SockaddrLinklayer, error) {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+	// Protocol 0: the socket receives nothing until bind names both the
+	// protocol and the interface (packet(7)). Opened with ETH_P_ARP, it
+	// would queue the ARP frames of every interface until bind, and one of
+	// them could pass for an answer on this one.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, nil, fmt.Errorf("ARP socket: %w", err)
 	}
@@ -145,8 +192,8 @@ func Announce(ifIndex int, mac net.HardwareAddr, ip netip.Addr) error {
 // answered, or nil if none did within the options' time. It acts in the
 // calling thread's network namespace.
 func Probe(ifIndex int, mac net.HardwareAddr, ip netip.Addr, opts ProbeOptions) (net.HardwareAddr, error) {
-	if !ip.Is4() {
-		return nil, fmt.Errorf("ARP probe for %s: not an IPv4 address", ip)
+	if !ip.Is4() || ip.IsUnspecified() {
+		return nil, fmt.Errorf("ARP probe for %s: not a unicast IPv4 address", ip)
 	}
 	opts.defaults()
 	fd, to, err := socket(ifIndex)
@@ -192,15 +239,8 @@ func Probe(ifIndex int, mac net.HardwareAddr, ip netip.Addr, opts ProbeOptions) 
 		if err != nil {
 			continue // EAGAIN after a spurious wake-up; poll again
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-			continue // our own probe, looped back to packet sockets
-		}
-		p, err := Unmarshal(buf[:nr])
-		if err != nil {
-			continue
-		}
-		if p.Conflicts(ip, mac) {
-			return p.SenderMAC, nil
+		if owner := answer(buf[:nr], from, ifIndex, ip, mac); owner != nil {
+			return owner, nil
 		}
 	}
 }

@@ -21,6 +21,14 @@ const (
 	DefaultIPAMDataDir     = "/var/lib/cni/maclan"
 	DefaultIPAMLockTimeout = 10 * time.Second
 	maxIPAMLockTimeout     = 5 * time.Minute
+	// A conflict record keeps an address that answered an ARP probe out of
+	// use this long; then the next ADD that reaches it probes it again. Ten
+	// minutes: a device that still answers costs one probe (at most 90 ms)
+	// in one ADD every ten minutes, while a device that answers every probe
+	// (proxy ARP, a hostile host) holds what it took for no longer than that.
+	DefaultIPAMConflictLifetime = 10 * time.Minute
+	minIPAMConflictLifetime     = time.Second
+	maxIPAMConflictLifetime     = 30 * 24 * time.Hour
 )
 
 // IPAMConf is the configuration of maclan-ipam. The JSON fields are those of
@@ -44,6 +52,9 @@ type IPAMConf struct {
 	ReclaimAfterReboot *bool        `json:"reclaimAfterReboot"`
 	StaleAfter         IPAMDuration `json:"staleAfter"`
 	StickyFor          IPAMDuration `json:"stickyFor"`
+	// ConflictLifetime is how long a conflict record lasts (with conflict
+	// detection on): see DefaultIPAMConflictLifetime.
+	ConflictLifetime IPAMDuration `json:"conflictLifetime"`
 
 	// Name is the network name (the net conf's top-level "name").
 	Name       string `json:"-"`
@@ -229,6 +240,13 @@ func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
 	if err := c.lifecycleDefaults(); err != nil {
 		return nil, nil, err
 	}
+	switch d := time.Duration(c.ConflictLifetime); {
+	case d == 0:
+		c.ConflictLifetime = IPAMDuration(DefaultIPAMConflictLifetime)
+	case d < minIPAMConflictLifetime || d > maxIPAMConflictLifetime:
+		return nil, nil, invalid("ipam.conflictLifetime %s is outside [%s, %s]", d, minIPAMConflictLifetime, maxIPAMConflictLifetime)
+	}
+
 	switch {
 	case env.ValidAttachments != nil:
 		c.Attachments = append([]types.GCAttachment{}, *env.ValidAttachments...)

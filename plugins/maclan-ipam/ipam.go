@@ -30,7 +30,7 @@ func closeStore(st store.Store, err *error) {
 }
 
 func newAllocator(conf *config.IPAMConf, st store.Store, log *slog.Logger) *allocator.Allocator {
-	return allocator.New(st, conf.Ranges, allocator.Options{Exclude: conf.ExcludedPrefixes(), Log: log})
+	return allocator.New(st, conf.Ranges, allocator.Options{Exclude: conf.ExcludedPrefixes(), Log: log, ConflictLifetime: conflictLifetime(conf)})
 }
 
 // add allocates an address from every range set (or returns those the
@@ -148,7 +148,7 @@ func gc(ctx context.Context, conf *config.IPAMConf, st store.Store, log *slog.Lo
 	for _, a := range conf.Attachments {
 		valid = append(valid, allocator.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	gone, err := allocator.New(st, nil, allocator.Options{Log: log}).GC(ctx, valid)
+	gone, err := allocator.New(st, nil, allocator.Options{Log: log, ConflictLifetime: conflictLifetime(conf)}).GC(ctx, valid)
 	if len(gone) > 0 {
 		log.Info("GC released leases of attachments the runtime no longer lists", "leases", len(gone))
 	}

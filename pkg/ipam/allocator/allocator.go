@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -29,6 +30,12 @@ type Options struct {
 	Log *slog.Logger
 	// Now stamps new leases (default time.Now).
 	Now func() time.Time
+	// ConflictLifetime is how long a conflict record keeps its address out
+	// of use. After it, Allocate frees the address again, so that the next
+	// ADD to reach it probes it again, and GC releases the record. Zero:
+	// records last until an operator releases them (for a network without
+	// conflict detection, where nothing would probe the address again).
+	ConflictLifetime time.Duration
 }
 
 // Allocator hands out addresses from range sets kept in a store.
@@ -89,6 +96,7 @@ func (a *Allocator) Allocate(ctx context.Context, containerID, ifName string, re
 }
 
 func (a *Allocator) allocateLocked(ctx context.Context, containerID, ifName string, requested []netip.Addr) (allocs []Allocation, err error) {
+	a.freeExpiredConflicts(ctx)
 	held, err := a.st.GetByID(ctx, containerID, ifName)
 	if err != nil {
 		return nil, err
@@ -282,8 +290,8 @@ func (a *Allocator) reserveNext(ctx context.Context, i int, containerID, ifName 
 
 // MarkConflict records that a device with MAC owner answers for ip on the
 // LAN: the attachment's lease of ip (if it holds it) becomes a conflict
-// record, so the address is not handed out again until an operator
-// releases it.
+// record, stamped now, so the address is not handed out again until the
+// record expires (Options.ConflictLifetime) or an operator releases it.
 func (a *Allocator) MarkConflict(ctx context.Context, ip netip.Addr, owner, containerID, ifName string) error {
 	return store.WithLock(ctx, a.st, func() error {
 		l, err := a.st.Get(ctx, ip)
@@ -352,8 +360,9 @@ func (a *Allocator) Check(ctx context.Context, containerID, ifName string) (allo
 // Attachment is a (container ID, interface) pair.
 type Attachment struct{ ContainerID, IfName string }
 
-// GC releases every lease whose attachment is not in valid and returns
-// them. Damaged records are kept (their holder is unknown) and logged.
+// GC releases every lease whose attachment is not in valid, and every
+// expired conflict record, and returns them. Damaged records are kept
+// (their holder is unknown) and logged.
 func (a *Allocator) GC(ctx context.Context, valid []Attachment) (gone []store.Lease, err error) {
 	keep := make(map[Attachment]bool, len(valid))
 	for _, at := range valid {
@@ -370,7 +379,10 @@ func (a *Allocator) GC(ctx context.Context, valid []Attachment) (gone []store.Le
 		stale := map[Attachment]bool{}
 		for _, l := range leases {
 			if l.Conflict != "" {
-				continue // not a container's: kept until an operator releases it
+				if a.conflictExpired(l) {
+					gone = append(gone, l) // released by address below
+				}
+				continue // not a container's: kept until it expires or an operator releases it
 			}
 			if at := (Attachment{l.ContainerID, l.IfName}); !keep[at] {
 				gone = append(gone, l)
@@ -401,12 +413,60 @@ func (a *Allocator) GC(ctx context.Context, valid []Attachment) (gone []store.Le
 func (a *Allocator) Available(ctx context.Context) error {
 	return store.WithLock(ctx, a.st, func() error {
 		var errs []error
+		expired := a.expiredConflicts(ctx)
 		for i := range a.sets {
 			err := a.candidates(ctx, i, func(iprange.Range, netip.Addr) (bool, error) { return true, nil })
+			if errors.Is(err, ErrExhausted) && slices.ContainsFunc(expired, func(l store.Lease) bool { return a.sets[i].RangeFor(l.IP) >= 0 }) {
+				continue // the next ADD frees an expired conflict record here
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("range set %d: %w", i, err))
 			}
 		}
 		return errors.Join(errs...)
 	})
+}
+
+// conflictExpired reports whether l is a conflict record older than the
+// lifetime. A record stamped further in the future than one lifetime (a
+// clock set back since) is expired too, or it would last until the clock
+// caught up.
+func (a *Allocator) conflictExpired(l store.Lease) bool {
+	if l.Conflict == "" || a.opts.ConflictLifetime <= 0 {
+		return false
+	}
+	age := a.opts.Now().Sub(l.Created)
+	return age >= a.opts.ConflictLifetime || age < -a.opts.ConflictLifetime
+}
+
+// expiredConflicts returns the expired conflict records, found through the
+// attachment they are all kept under, so that the cost grows with the
+// number of records, not of leases. Called with the lock held. A record
+// that cannot be read is logged and left alone: it only delays an expiry.
+func (a *Allocator) expiredConflicts(ctx context.Context) []store.Lease {
+	if a.opts.ConflictLifetime <= 0 {
+		return nil
+	}
+	records, err := a.st.GetByID(ctx, ConflictContainerID, ConflictIfName)
+	if err != nil {
+		a.log.Warn("cannot read the conflict records; expired ones stay until GC", "err", err)
+		return nil
+	}
+	return slices.DeleteFunc(records, func(l store.Lease) bool { return !a.conflictExpired(l) })
+}
+
+// freeExpiredConflicts releases the expired conflict records, called with
+// the lock held before a walk: an expired record's address becomes a free
+// candidate again, which the ADD that takes it probes before use (a clean
+// probe: the new lease replaces the record; an answer: MarkConflict records
+// it anew, stamped now). A failure is logged: it only delays an expiry.
+func (a *Allocator) freeExpiredConflicts(ctx context.Context) {
+	for _, l := range a.expiredConflicts(ctx) {
+		if err := a.st.Release(ctx, l.IP); err != nil && !errors.Is(err, store.ErrNotFound) {
+			a.log.Warn("cannot free an expired conflict record", "ip", l.IP, "err", err)
+			continue
+		}
+		a.log.Info("conflict record expired; the address is probed again before it is handed out",
+			"ip", l.IP, "owner", l.Conflict, "recorded", l.Created)
+	}
 }
