@@ -36,6 +36,18 @@ type Options struct {
 	// records last until an operator releases them (for a network without
 	// conflict detection, where nothing would probe the address again).
 	ConflictLifetime time.Duration
+
+	// Lease lifecycle (lifecycle.go). Holder stamps every lease taken:
+	// its host, boot, netns and workload fields.
+	Holder store.Lease
+	// StickyFor keeps a released address of a named workload for it that
+	// long; 0: off.
+	StickyFor time.Duration
+	// StaleAfter is how old a lease whose namespace is gone must be before
+	// it is reclaimed; NetnsGone tells whether a namespace is gone. Either
+	// unset: never.
+	StaleAfter time.Duration
+	NetnsGone  func(path string) (bool, error)
 }
 
 // Allocator hands out addresses from range sets kept in a store.
@@ -125,7 +137,7 @@ func (a *Allocator) allocateLocked(ctx context.Context, containerID, ifName stri
 		if want.IsValid() {
 			ip, err = a.reserveStatic(ctx, containerID, ifName, want)
 		} else {
-			ip, err = a.reserveNext(ctx, i, containerID, ifName)
+			ip, err = a.reserveDynamic(ctx, i, containerID, ifName)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("range set %d: %w", i, err)
@@ -157,7 +169,7 @@ func (a *Allocator) rollback(ctx context.Context, ips []netip.Addr) error {
 }
 
 func (a *Allocator) reserveStatic(ctx context.Context, containerID, ifName string, ip netip.Addr) (netip.Addr, error) {
-	err := a.st.Reserve(ctx, store.Lease{IP: ip, ContainerID: containerID, IfName: ifName, Created: a.opts.Now()})
+	err := a.st.Reserve(ctx, a.newLease(ip, containerID, ifName))
 	if errors.Is(err, store.ErrReserved) {
 		if l, gerr := a.st.Get(ctx, ip); gerr == nil && l.Conflict != "" {
 			return netip.Addr{}, fmt.Errorf("requested address %s is in use on the LAN by %s (conflict recorded %s; "+
@@ -254,12 +266,29 @@ func describe(set iprange.RangeSet) string {
 	return s
 }
 
+// reserveDynamic takes an address of set i for the attachment: the one
+// its workload holds (sticky), else the next free one; when the set is
+// full, it makes room (lifecycle.go) and tries once more.
+func (a *Allocator) reserveDynamic(ctx context.Context, i int, containerID, ifName string) (netip.Addr, error) {
+	if ip, ok, err := a.takeSticky(ctx, i, containerID, ifName); err != nil || ok {
+		return ip, err
+	}
+	ip, err := a.reserveNext(ctx, i, containerID, ifName)
+	if !errors.Is(err, ErrExhausted) {
+		return ip, err
+	}
+	if freed, ferr := a.makeRoom(ctx, i); ferr != nil || !freed {
+		return ip, errors.Join(err, ferr)
+	}
+	return a.reserveNext(ctx, i, containerID, ifName)
+}
+
 // reserveNext takes the next free address of set i after its cursor and
 // moves the cursor there.
 func (a *Allocator) reserveNext(ctx context.Context, i int, containerID, ifName string) (netip.Addr, error) {
 	var got netip.Addr
 	err := a.candidates(ctx, i, func(_ iprange.Range, ip netip.Addr) (bool, error) {
-		err := a.st.Reserve(ctx, store.Lease{IP: ip, ContainerID: containerID, IfName: ifName, Created: a.opts.Now()})
+		err := a.st.Reserve(ctx, a.newLease(ip, containerID, ifName))
 		switch {
 		case err == nil:
 			got = ip
@@ -318,7 +347,7 @@ func (a *Allocator) MarkConflict(ctx context.Context, ip netip.Addr, owner, cont
 // not an error.
 func (a *Allocator) Release(ctx context.Context, containerID, ifName string) (ips []netip.Addr, err error) {
 	err = store.WithLock(ctx, a.st, func() error {
-		ips, err = a.st.ReleaseByID(ctx, containerID, ifName)
+		ips, err = a.giveBack(ctx, containerID, ifName)
 		return err
 	})
 	return ips, err
@@ -383,6 +412,12 @@ func (a *Allocator) GC(ctx context.Context, valid []Attachment) (gone []store.Le
 					gone = append(gone, l) // released by address below
 				}
 				continue // not a container's: kept until it expires or an operator releases it
+			}
+			if l.IsSticky() {
+				if a.stickyExpired(l) {
+					gone = append(gone, l) // released by address below
+				}
+				continue // kept for its workload, whom the runtime does not list
 			}
 			if at := (Attachment{l.ContainerID, l.IfName}); !keep[at] {
 				gone = append(gone, l)

@@ -1,0 +1,223 @@
+package allocator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+)
+
+// Lease lifecycle (docs/ipam.md, "Lease lifecycle"): every lease records
+// the host, boot, namespace and workload it was taken for, so that leases
+// of containers gone without a DEL are given back by the IPAM itself, and a
+// returning workload can get its address back.
+
+// StickyPrefix starts the container ID of the attachment under which a
+// workload's released addresses are held for it (StickyID).
+const StickyPrefix = "maclan-sticky-"
+
+// StickyID is the attachment's container ID under which the addresses of
+// workload's interface ifName are held between two of its containers. A
+// hash, so that any workload name makes a valid container ID, and one
+// lookup finds the hold.
+func StickyID(workload string) string {
+	sum := sha256.Sum256([]byte(workload))
+	return StickyPrefix + hex.EncodeToString(sum[:12])
+}
+
+// newLease is the lease of ip for the attachment, stamped with the
+// holder's identity.
+func (a *Allocator) newLease(ip netip.Addr, containerID, ifName string) store.Lease {
+	l := a.opts.Holder
+	l.IP, l.ContainerID, l.IfName, l.Created = ip, containerID, ifName, a.opts.Now()
+	l.Conflict, l.Released = "", time.Time{}
+	return l
+}
+
+// stickyExpired reports whether a sticky hold has outlived StickyFor.
+func (a *Allocator) stickyExpired(l store.Lease) bool {
+	return l.IsSticky() && a.opts.Now().Sub(l.Released) >= a.opts.StickyFor
+}
+
+// takeSticky gives the attachment the address its workload holds in set i,
+// if it holds one. Called with the lock held.
+func (a *Allocator) takeSticky(ctx context.Context, i int, containerID, ifName string) (netip.Addr, bool, error) {
+	w := a.opts.Holder.Workload
+	if w == "" || a.opts.StickyFor <= 0 {
+		return netip.Addr{}, false, nil
+	}
+	holds, err := a.st.GetByID(ctx, StickyID(w), ifName)
+	if err != nil {
+		return netip.Addr{}, false, err
+	}
+	for _, h := range holds {
+		if a.sets[i].RangeFor(h.IP) < 0 || h.Workload != w {
+			continue // another set's, or a hash collision
+		}
+		if err := a.st.Release(ctx, h.IP); err != nil {
+			return netip.Addr{}, false, fmt.Errorf("take back %s held for %s: %w", h.IP, w, err)
+		}
+		if err := a.st.Reserve(ctx, a.newLease(h.IP, containerID, ifName)); err != nil {
+			return netip.Addr{}, false, fmt.Errorf("take back %s held for %s: %w", h.IP, w, err)
+		}
+		a.log.Info("workload back: it gets the address it held", "workload", w, "ip", h.IP)
+		return h.IP, true, nil
+	}
+	return netip.Addr{}, false, nil
+}
+
+// giveBack ends the leases of an attachment whose container is gone: with
+// StickyFor, a lease of a named workload becomes a hold for that workload;
+// any other is released. Called with the lock held.
+func (a *Allocator) giveBack(ctx context.Context, containerID, ifName string) ([]netip.Addr, error) {
+	var held []store.Lease
+	if a.opts.StickyFor > 0 {
+		var err error
+		if held, err = a.st.GetByID(ctx, containerID, ifName); err != nil && !errors.Is(err, store.ErrCorrupt) {
+			return nil, err
+		}
+	}
+	ips, err := a.st.ReleaseByID(ctx, containerID, ifName)
+	if err != nil {
+		return ips, err
+	}
+	for _, l := range held {
+		if l.Workload == "" || l.Conflict != "" || l.IsSticky() || !slices.Contains(ips, l.IP) {
+			continue
+		}
+		hold := l
+		hold.ContainerID, hold.Released = StickyID(l.Workload), a.opts.Now()
+		if err := a.st.Reserve(ctx, hold); err != nil {
+			// The address is free: only its stickiness is lost.
+			a.log.Warn("cannot hold the released address for its workload", "workload", l.Workload, "ip", l.IP, "err", err)
+		}
+	}
+	return ips, nil
+}
+
+// SweepEarlierBoots gives back every lease that this host took in an
+// earlier boot: no container of an earlier boot is alive. Leases of other
+// hosts, conflict records, sticky holds and leases written before the
+// fields existed (no boot recorded) are kept.
+func (a *Allocator) SweepEarlierBoots(ctx context.Context) (gone []store.Lease, err error) {
+	me := a.opts.Holder
+	if me.Host == "" || me.Boot == "" {
+		return nil, errors.New("sweep: the host's identity is unknown")
+	}
+	err = store.WithLock(ctx, a.st, func() error {
+		return a.reclaim(ctx, func(l store.Lease) (bool, error) {
+			return l.Host == me.Host && l.Boot != "" && l.Boot != me.Boot, nil
+		}, &gone)
+	})
+	return gone, err
+}
+
+// ReclaimStale gives back the leases of this host and boot whose network
+// namespace has gone and that are older than StaleAfter. A lease recorded
+// without a namespace, or whose namespace exists or cannot be examined, is
+// kept.
+func (a *Allocator) ReclaimStale(ctx context.Context) (gone []store.Lease, err error) {
+	err = store.WithLock(ctx, a.st, func() error {
+		return a.reclaimStaleLocked(ctx, &gone)
+	})
+	return gone, err
+}
+
+func (a *Allocator) reclaimStaleLocked(ctx context.Context, gone *[]store.Lease) error {
+	me := a.opts.Holder
+	if a.opts.NetnsGone == nil || a.opts.StaleAfter <= 0 || me.Host == "" || me.Boot == "" {
+		return nil
+	}
+	return a.reclaim(ctx, func(l store.Lease) (bool, error) {
+		if l.Host != me.Host || l.Boot != me.Boot || l.Netns == "" || a.opts.Now().Sub(l.Created) < a.opts.StaleAfter {
+			return false, nil
+		}
+		isGone, err := a.opts.NetnsGone(l.Netns)
+		if err != nil {
+			a.log.Warn("cannot tell whether a lease's namespace exists; keeping the lease", "ip", l.IP, "netns", l.Netns, "err", err)
+			return false, nil
+		}
+		return isGone, nil
+	}, gone)
+}
+
+// reclaim gives back (giveBack) the attachments of every container lease
+// that dead says is dead, and appends the leases to gone.
+func (a *Allocator) reclaim(ctx context.Context, dead func(store.Lease) (bool, error), gone *[]store.Lease) error {
+	leases, err := a.st.List(ctx)
+	if err != nil {
+		if !errors.Is(err, store.ErrCorrupt) {
+			return err
+		}
+		a.log.Warn("damaged leases are kept; run fsck", "err", err)
+	}
+	done := map[Attachment]bool{}
+	var errs []error
+	for _, l := range leases {
+		if l.Conflict != "" || l.IsSticky() {
+			continue
+		}
+		at := Attachment{l.ContainerID, l.IfName}
+		if done[at] {
+			continue
+		}
+		isDead, err := dead(l)
+		if err != nil || !isDead {
+			continue
+		}
+		done[at] = true
+		if _, err := a.giveBack(ctx, l.ContainerID, l.IfName); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, m := range leases {
+			if m.ContainerID == l.ContainerID && m.IfName == l.IfName && m.Conflict == "" && !m.IsSticky() {
+				*gone = append(*gone, m)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// makeRoom is called when set i has no free address: it reclaims the
+// leases of vanished namespaces, and failing that gives up the oldest
+// sticky hold in the set (expired ones first, being older). It reports
+// whether it freed anything. Called with the lock held.
+func (a *Allocator) makeRoom(ctx context.Context, i int) (bool, error) {
+	var gone []store.Lease
+	if err := a.reclaimStaleLocked(ctx, &gone); err != nil {
+		return false, err
+	}
+	if len(gone) > 0 {
+		a.log.Info("released the leases of containers whose namespace has gone", "leases", len(gone))
+		return true, nil
+	}
+	if a.opts.StickyFor <= 0 {
+		return false, nil
+	}
+	leases, err := a.st.List(ctx)
+	if err != nil && !errors.Is(err, store.ErrCorrupt) {
+		return false, err
+	}
+	var oldest *store.Lease
+	for k := range leases {
+		l := &leases[k]
+		if l.IsSticky() && a.sets[i].RangeFor(l.IP) >= 0 && (oldest == nil || l.Released.Before(oldest.Released)) {
+			oldest = l
+		}
+	}
+	if oldest == nil {
+		return false, nil
+	}
+	if err := a.st.Release(ctx, oldest.IP); err != nil {
+		return false, err
+	}
+	a.log.Info("range full: giving up an address held for a workload", "workload", oldest.Workload, "ip", oldest.IP)
+	return true, nil
+}
