@@ -12,9 +12,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/version"
 
@@ -129,6 +132,20 @@ func networks(dataDir, network string) ([]string, error) {
 	return names, nil
 }
 
+// cell is a string read from a store as a table shows it: as it is if it
+// is all printable (letters, marks, numbers, punctuation, symbols, ASCII
+// space), else as a Go quoted string, so that a store writer cannot send
+// the operator's terminal a control sequence, a line or a column of its
+// own. A value holding '"' or '\\' is quoted too, so that a quoted cell
+// cannot be forged. (-o json escapes by itself.)
+func cell(s string) string {
+	odd := func(r rune) bool { return r == '"' || r == '\\' || !unicode.IsPrint(r) }
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, odd) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
 type lsRow struct {
 	Network     string    `json:"network"`
 	IP          string    `json:"ip"`
@@ -190,9 +207,9 @@ func (c *cli) ls(args []string) error {
 		for _, r := range rows {
 			note := ""
 			if r.Conflict != "" {
-				note = "in use on the LAN by " + r.Conflict
+				note = "in use on the LAN by " + cell(r.Conflict)
 			}
-			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Network, r.IP, r.ContainerID, r.IfName, r.Created.Local().Format(time.RFC3339), note) // errors surface at Flush
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(r.Network), r.IP, cell(r.ContainerID), cell(r.IfName), r.Created.Local().Format(time.RFC3339), note) // errors surface at Flush
 		}
 		if err := tw.Flush(); err != nil {
 			return err
