@@ -283,20 +283,15 @@ func ParseIPAMConf(stdin []byte, cniArgs string) (*IPAMConf, error) {
 	if len(c.Ranges) == 0 {
 		return nil, invalid("ipam.ranges: no range given")
 	}
+	if err := canonicalizeSets(c.Ranges); err != nil {
+		return nil, err
+	}
 	v4, v6 := 0, 0
-	for i, set := range c.Ranges {
-		if err := set.Canonicalize(); err != nil {
-			return nil, invalid("ipam.ranges[%d]: %w", i, err)
-		}
+	for _, set := range c.Ranges {
 		if set.Is4() {
 			v4++
 		} else {
 			v6++
-		}
-		for j := range i {
-			if set.Overlaps(c.Ranges[j]) {
-				return nil, invalid("ipam.ranges[%d] overlaps ipam.ranges[%d]", i, j)
-			}
 		}
 	}
 	// Results before 0.3.0 hold one address per family.
@@ -320,17 +315,37 @@ func ParseIPAMConf(stdin []byte, cniArgs string) (*IPAMConf, error) {
 	return c, c.validateRequests()
 }
 
+// canonicalizeSets canonicalizes the range sets and checks that no two
+// overlap. Its errors are those of checking each set in order against all
+// the sets before it, but the check sorts the ranges once (iprange.
+// FirstOverlap) instead of comparing every pair: a configuration can hold
+// tens of thousands of ranges.
+func canonicalizeSets(sets []iprange.RangeSet) error {
+	n := 0
+	var bad error
+	for ; n < len(sets); n++ {
+		if err := sets[n].Canonicalize(); err != nil {
+			bad = invalid("ipam.ranges[%d]: %w", n, err)
+			break
+		}
+	}
+	if i, j, ok := iprange.FirstOverlap(sets[:n]); ok {
+		return invalid("ipam.ranges[%d] overlaps ipam.ranges[%d]", i, j)
+	}
+	return bad
+}
+
 func (c *IPAMConf) collectRequests(env *ipamEnvelope, cniArgs string) error {
+	seen := map[netip.Addr]bool{}
 	add := func(source, s string) error {
 		ip, err := iprange.ParseAddrOrPrefix(strings.TrimSpace(s))
 		if err != nil {
 			return invalid("%s: %w", source, err)
 		}
-		for _, r := range c.Requested {
-			if r.IP == ip {
-				return nil // the same address from two sources
-			}
+		if seen[ip] {
+			return nil // the same address from two sources
 		}
+		seen[ip] = true
 		c.Requested = append(c.Requested, IPAMRequest{IP: ip, Source: source})
 		return nil
 	}
@@ -368,23 +383,24 @@ func (c *IPAMConf) collectRequests(env *ipamEnvelope, cniArgs string) error {
 
 // validateRequests checks that each requested address can be handed out:
 // inside a range, not reserved, not excluded, at most one per range set.
+// The ranges and exclusions are indexed once, so that each check is a
+// binary search.
 func (c *IPAMConf) validateRequests() error {
+	if len(c.Requested) == 0 {
+		return nil
+	}
+	ranges := iprange.NewIndex(c.Ranges)
+	excluded := iprange.NewExclusions(c.ExcludedPrefixes())
 	taken := map[int]netip.Addr{}
 	for _, r := range c.Requested {
-		set, idx := -1, -1
-		for i, rs := range c.Ranges {
-			if idx = rs.RangeFor(r.IP); idx >= 0 {
-				set = i
-				break
-			}
-		}
+		set, idx := ranges.Find(r.IP)
 		if set < 0 {
 			return invalid("%s: requested address %s is in no range of ipam.ranges", r.Source, r.IP)
 		}
 		if rg := c.Ranges[set][idx]; rg.Reserved(r.IP) {
 			return invalid("%s: requested address %s is the network, broadcast or gateway address of %s", r.Source, r.IP, rg.Subnet)
 		}
-		if ex, _ := iprange.Excluded(r.IP, c.ExcludedPrefixes()); ex {
+		if ex, _ := excluded.Excluded(r.IP); ex {
 			return invalid("%s: requested address %s is excluded by ipam.exclude", r.Source, r.IP)
 		}
 		if other, dup := taken[set]; dup {

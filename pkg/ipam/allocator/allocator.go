@@ -56,9 +56,13 @@ type Allocator struct {
 	sets []iprange.RangeSet
 	opts Options
 	log  *slog.Logger
+	// The sets and opts.Exclude indexed once, outside the store's lock.
+	index    iprange.Index
+	excluded iprange.Exclusions
 }
 
-// New returns an allocator over canonicalized range sets.
+// New returns an allocator over canonicalized range sets that do not
+// overlap (as config.ParseIPAMConf leaves them).
 func New(st store.Store, sets []iprange.RangeSet, opts Options) *Allocator {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -67,7 +71,8 @@ func New(st store.Store, sets []iprange.RangeSet, opts Options) *Allocator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Allocator{st: st, sets: sets, opts: opts, log: log}
+	return &Allocator{st: st, sets: sets, opts: opts, log: log,
+		index: iprange.NewIndex(sets), excluded: iprange.NewExclusions(opts.Exclude)}
 }
 
 // Allocation is one address handed to an attachment.
@@ -119,18 +124,14 @@ func (a *Allocator) allocateLocked(ctx context.Context, containerID, ifName stri
 			err = errors.Join(err, a.rollback(ctx, fresh))
 		}
 	}()
+	wants, holds := a.wantedBySet(requested), a.heldBySet(held)
 	for i, set := range a.sets {
-		var want netip.Addr
-		for _, r := range requested {
-			if set.RangeFor(r) >= 0 {
-				want = r
+		want := wants[i]
+		if l, ok := holds[i]; ok {
+			if want.IsValid() && want != l {
+				return nil, fmt.Errorf("range set %d: attachment already holds %s, cannot also take the requested %s", i, l, want)
 			}
-		}
-		if l, ok := leaseIn(held, set); ok {
-			if want.IsValid() && want != l.IP {
-				return nil, fmt.Errorf("range set %d: attachment already holds %s, cannot also take the requested %s", i, l.IP, want)
-			}
-			allocs = append(allocs, Allocation{Set: i, Range: set[set.RangeFor(l.IP)], IP: l.IP})
+			allocs = append(allocs, Allocation{Set: i, Range: set[set.RangeFor(l)], IP: l})
 			continue
 		}
 		var ip netip.Addr
@@ -148,13 +149,29 @@ func (a *Allocator) allocateLocked(ctx context.Context, containerID, ifName stri
 	return allocs, nil
 }
 
-func leaseIn(held []store.Lease, set iprange.RangeSet) (store.Lease, bool) {
-	for _, l := range held {
-		if set.RangeFor(l.IP) >= 0 {
-			return l, true
+// wantedBySet maps each range set to the last requested address in it.
+func (a *Allocator) wantedBySet(requested []netip.Addr) map[int]netip.Addr {
+	m := map[int]netip.Addr{}
+	for _, ip := range requested {
+		if i, _ := a.index.Find(ip); i >= 0 {
+			m[i] = ip
 		}
 	}
-	return store.Lease{}, false
+	return m
+}
+
+// heldBySet maps each range set to the address of the first held lease in
+// it.
+func (a *Allocator) heldBySet(held []store.Lease) map[int]netip.Addr {
+	m := map[int]netip.Addr{}
+	for _, l := range held {
+		if i, _ := a.index.Find(l.IP); i >= 0 {
+			if _, dup := m[i]; !dup {
+				m[i] = l.IP
+			}
+		}
+	}
+	return m
 }
 
 // rollback releases the addresses taken by a failed Allocate.
@@ -241,8 +258,8 @@ func (a *Allocator) candidates(ctx context.Context, i int, try func(rg iprange.R
 				from = ip.Next()
 				continue
 			}
-			if ex, next := iprange.Excluded(ip, a.opts.Exclude); ex {
-				from = next // skip the whole excluded block
+			if ex, next := a.excluded.Excluded(ip); ex {
+				from = next // skip the whole run of excluded addresses
 				continue
 			}
 			done, err := try(sg.rg, ip)

@@ -124,20 +124,34 @@ func (s RangeSet) Canonicalize() error {
 	if len(s) == 0 {
 		return errors.New("empty range set")
 	}
+	// The errors are those of checking each range in order against all
+	// before it: the ranges that canonicalize are checked for overlaps
+	// (sorted, see firstOverlap), and the first overlap found comes before
+	// the first bad range if it lies before it.
+	n, bad := s.canonicalizeEach()
+	spans := make([]span, n)
+	for i, r := range s[:n] {
+		spans[i] = span{lo: r.RangeStart, hi: r.RangeEnd, owner: i, idx: i}
+	}
+	if i, j, ok := firstOverlap(spans); ok {
+		return fmt.Errorf("range %d (%s) overlaps range %d (%s)", i, s[i], j, s[j])
+	}
+	return bad
+}
+
+// canonicalizeEach canonicalizes the ranges in order until one fails or is
+// of another family than range 0, and returns how many passed and the
+// error of the one that did not.
+func (s RangeSet) canonicalizeEach() (int, error) {
 	for i := range s {
 		if err := s[i].Canonicalize(); err != nil {
-			return fmt.Errorf("range %d: %w", i, err)
+			return i, fmt.Errorf("range %d: %w", i, err)
 		}
 		if s[i].Subnet.Addr().BitLen() != s[0].Subnet.Addr().BitLen() {
-			return fmt.Errorf("range %d (%s) is not of the same address family as range 0 (%s)", i, s[i].Subnet, s[0].Subnet)
-		}
-		for j := range i {
-			if s[i].Overlaps(s[j]) {
-				return fmt.Errorf("range %d (%s) overlaps range %d (%s)", i, s[i], j, s[j])
-			}
+			return i, fmt.Errorf("range %d (%s) is not of the same address family as range 0 (%s)", i, s[i].Subnet, s[0].Subnet)
 		}
 	}
-	return nil
+	return len(s), nil
 }
 
 // Is4 reports whether the set is IPv4.
@@ -153,7 +167,8 @@ func (s RangeSet) RangeFor(ip netip.Addr) int {
 	return -1
 }
 
-// Overlaps reports whether any range of s overlaps any range of o.
+// Overlaps reports whether any range of s overlaps any range of o. It
+// compares every pair: to check many sets, use FirstOverlap.
 func (s RangeSet) Overlaps(o RangeSet) bool {
 	for _, a := range s {
 		for _, b := range o {
@@ -240,6 +255,7 @@ func ParsePrefixOrAddr(s string) (netip.Prefix, error) {
 // Excluded reports whether ip lies in one of the prefixes and, if so, returns
 // the first address after that prefix (invalid when the prefix runs to the end
 // of the address space), so that a walk can jump over a whole excluded block.
+// It scans the list: for more than one lookup, use Exclusions.
 func Excluded(ip netip.Addr, exclude []netip.Prefix) (bool, netip.Addr) {
 	for _, p := range exclude {
 		if p.Contains(ip) {
