@@ -30,6 +30,9 @@ const usage = `usage: maclan-ipam COMMAND [flags]   (run by a CNI runtime when C
   ls      [--data-dir D] [--network N] [-o table|json]   list leases
   release --network N (--ip IP | --container ID [--ifname IF]) [--data-dir D]
   fsck    [--data-dir D] [--network N] [--repair]        check (and repair) the store
+  gc      --stale [--data-dir D] [--network N] [--stale-after 5m]
+          release the leases of this host and boot whose network namespace
+          has gone (never one whose namespace exists or was not recorded)
   migrate --from-host-local DIR --network N [--data-dir D] [--ifname IF]
           adopt the leases of the reference host-local plugin (DIR is
           /var/lib/cni/networks/N or its parent)
@@ -37,7 +40,7 @@ const usage = `usage: maclan-ipam COMMAND [flags]   (run by a CNI runtime when C
           copy a host's directory store of network N into the etcd store
   version
 
-  ls, release and fsck act on the etcd store instead of the directory store
+  ls, release, fsck and gc act on the etcd store instead of the directory store
   when given --etcd-endpoints E[,E...] [--etcd-prefix P]
   [--etcd-ca F --etcd-cert F --etcd-key F].
 `
@@ -56,7 +59,7 @@ func runCLI(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmds := map[string]func([]string) error{
-		"ls": c.ls, "release": c.release, "fsck": c.fsck, "migrate": c.migrate,
+		"ls": c.ls, "release": c.release, "fsck": c.fsck, "migrate": c.migrate, "gc": c.gc,
 		"version": func([]string) error { _, err := fmt.Fprintln(stdout, about()); return err },
 	}
 	run, ok := cmds[args[0]]

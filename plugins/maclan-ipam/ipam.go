@@ -30,12 +30,12 @@ func closeStore(st store.Store, err *error) {
 }
 
 func newAllocator(conf *config.IPAMConf, st store.Store, log *slog.Logger) *allocator.Allocator {
-	return allocator.New(st, conf.Ranges, allocator.Options{Exclude: conf.ExcludedPrefixes(), Log: log, ConflictLifetime: conflictLifetime(conf)})
+	return lifecycle{}.allocator(conf, st, log)
 }
 
 // add allocates an address from every range set (or returns those the
 // attachment already holds) and builds the result.
-func add(ctx context.Context, conf *config.IPAMConf, st store.Store, containerID, ifName string, log *slog.Logger) (*types100.Result, error) {
+func add(ctx context.Context, conf *config.IPAMConf, st store.Store, lc lifecycle, containerID, ifName string, log *slog.Logger) (*types100.Result, error) {
 	var requested []netip.Addr
 	for _, r := range conf.Requested {
 		requested = append(requested, r.IP)
@@ -49,7 +49,7 @@ func add(ctx context.Context, conf *config.IPAMConf, st store.Store, containerID
 			return nil, fmt.Errorf("ipam.resolvConf: %w", err)
 		}
 	}
-	alloc := newAllocator(conf, st, log)
+	alloc := lc.allocator(conf, st, log)
 	allocs, err := alloc.Allocate(ctx, containerID, ifName, requested)
 	if err != nil {
 		return nil, err
@@ -74,8 +74,8 @@ func add(ctx context.Context, conf *config.IPAMConf, st store.Store, containerID
 
 // del releases the attachment's addresses. An unknown attachment, or one
 // already released, is success.
-func del(ctx context.Context, st store.Store, containerID, ifName string, log *slog.Logger) error {
-	_, err := allocator.New(st, nil, allocator.Options{Log: log}).Release(ctx, containerID, ifName)
+func del(ctx context.Context, conf *config.IPAMConf, st store.Store, lc lifecycle, containerID, ifName string, log *slog.Logger) error {
+	_, err := allocator.New(st, nil, lc.options(conf, log)).Release(ctx, containerID, ifName)
 	return err
 }
 
@@ -148,7 +148,7 @@ func gc(ctx context.Context, conf *config.IPAMConf, st store.Store, log *slog.Lo
 	for _, a := range conf.Attachments {
 		valid = append(valid, allocator.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	gone, err := allocator.New(st, nil, allocator.Options{Log: log, ConflictLifetime: conflictLifetime(conf)}).GC(ctx, valid)
+	gone, err := allocator.New(st, nil, lifecycle{}.options(conf, log)).GC(ctx, valid)
 	if len(gone) > 0 {
 		log.Info("GC released leases of attachments the runtime no longer lists", "leases", len(gone))
 	}

@@ -102,14 +102,16 @@ func validAttachment(verb string, args *skel.CmdArgs) error {
 	return nil
 }
 
-// withStore opens the store of conf, runs fn on it and closes it, joining
-// a close error into fn's.
-func withStore(conf *config.IPAMConf, log *slog.Logger, fn func(pluginStore) error) (err error) {
+// withStore opens the store of conf, sweeps the leases of earlier boots
+// (once per boot), runs fn on it and closes it, joining a close error into
+// fn's.
+func withStore(conf *config.IPAMConf, lc lifecycle, log *slog.Logger, fn func(pluginStore) error) (err error) {
 	st, err := openStore(conf, log)
 	if err != nil {
 		return err
 	}
 	defer closeStore(st, &err)
+	lc.sweepAfterBoot(context.Background(), conf, st, log)
 	return fn(st)
 }
 
@@ -118,8 +120,9 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return withStore(conf, log, func(st pluginStore) error {
-		res, err := add(context.Background(), conf, st, args.ContainerID, args.IfName, log)
+	lc := newLifecycle(args.Netns)
+	return withStore(conf, lc, log, func(st pluginStore) error {
+		res, err := add(context.Background(), conf, st, lc, args.ContainerID, args.IfName, log)
 		if err != nil {
 			return err
 		}
@@ -132,8 +135,9 @@ func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return withStore(conf, log, func(st pluginStore) error {
-		return del(context.Background(), st, args.ContainerID, args.IfName, log)
+	lc := newLifecycle(args.Netns)
+	return withStore(conf, lc, log, func(st pluginStore) error {
+		return del(context.Background(), conf, st, lc, args.ContainerID, args.IfName, log)
 	})
 }
 
@@ -142,7 +146,7 @@ func cmdCheck(args *skel.CmdArgs, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return withStore(conf, log, func(st pluginStore) error {
+	return withStore(conf, newLifecycle(args.Netns), log, func(st pluginStore) error {
 		return check(context.Background(), conf, st, args.StdinData, args.ContainerID, args.IfName, log)
 	})
 }
@@ -152,7 +156,7 @@ func cmdGC(args *skel.CmdArgs, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return withStore(conf, log, func(st pluginStore) error {
+	return withStore(conf, newLifecycle(args.Netns), log, func(st pluginStore) error {
 		return gc(context.Background(), conf, st, log)
 	})
 }
@@ -167,5 +171,6 @@ func cmdStatus(args *skel.CmdArgs, log *slog.Logger) (err error) {
 		return notAvailable(err) // STATUS: a store that cannot be opened is 50
 	}
 	defer closeStore(st, &err)
+	newLifecycle(args.Netns).sweepAfterBoot(context.Background(), conf, st, log)
 	return status(context.Background(), conf, st, log)
 }

@@ -1,0 +1,209 @@
+package allocator
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/ipam/store/memstore"
+)
+
+func newClock() *clock { return &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+// lifecycleAllocator is an allocator over a /29 (.2-.6 free; .1 is the
+// gateway) in a memory store, for host h in boot b.
+func lifecycleAllocator(t *testing.T, mem *memstore.Backend, c *clock, holder store.Lease, mod func(*Options)) *Allocator {
+	t.Helper()
+	opts := Options{Now: c.Now, Holder: holder}
+	if mod != nil {
+		mod(&opts)
+	}
+	return New(mem.Open(), sets(t, subnet("10.0.0.0/29")), opts)
+}
+
+func held(t *testing.T, s store.Store) map[string]store.Lease {
+	t.Helper()
+	out := map[string]store.Lease{}
+	if err := store.WithLock(ctx, s, func() error {
+		ls, err := s.List(ctx)
+		for _, l := range ls {
+			out[l.IP.String()] = l
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestLeasesRecordTheirHolder(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	me := store.Lease{Host: "h1", Boot: "b1", Netns: "/run/netns/c1", Workload: "k8s/ns/web-0", WorkloadUID: "u1"}
+	a := lifecycleAllocator(t, mem, c, me, nil)
+	mustAllocate(t, a, "c1")
+	l := held(t, mem.Open())["10.0.0.2"]
+	if l.Host != "h1" || l.Boot != "b1" || l.Netns != "/run/netns/c1" || l.Workload != "k8s/ns/web-0" || l.WorkloadUID != "u1" {
+		t.Errorf("lease = %+v, want the holder's fields", l)
+	}
+}
+
+func TestSweepEarlierBoots(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	old := lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b1"}, nil)
+	other := lifecycleAllocator(t, mem, c, store.Lease{Host: "h2", Boot: "b1"}, nil)
+	legacy := lifecycleAllocator(t, mem, c, store.Lease{}, nil)
+	mustAllocate(t, old, "c-old")       // .2: this host, earlier boot
+	mustAllocate(t, other, "c-other")   // .3: another host
+	mustAllocate(t, legacy, "c-legacy") // .4: written before the fields existed
+	now := lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b2"}, nil)
+	mustAllocate(t, now, "c-now") // .5: this boot
+	gone, err := now.SweepEarlierBoots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gone) != 1 || gone[0].ContainerID != "c-old" {
+		t.Errorf("swept %v, want only c-old's lease", gone)
+	}
+	left := held(t, mem.Open())
+	for ip, id := range map[string]string{"10.0.0.3": "c-other", "10.0.0.4": "c-legacy", "10.0.0.5": "c-now"} {
+		if left[ip].ContainerID != id {
+			t.Errorf("%s: held by %q, want %s", ip, left[ip].ContainerID, id)
+		}
+	}
+	if _, ok := left["10.0.0.2"]; ok {
+		t.Error("the earlier boot's lease is still held")
+	}
+	// Unknown identity: refuse rather than guess.
+	if _, err := legacy.SweepEarlierBoots(ctx); err == nil {
+		t.Error("a sweep without an identity succeeded")
+	}
+}
+
+// fakeNS says which namespace paths are gone.
+type fakeNS map[string]error
+
+func (f fakeNS) gone(path string) (bool, error) {
+	err, known := f[path]
+	if !known {
+		return false, nil // exists
+	}
+	return err == nil, err
+}
+
+func TestStaleNamespaceReclaimedOnlyWhenFull(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	ns := fakeNS{"/run/netns/dead": nil, "/run/netns/unknown": errors.New("permission denied")}
+	opts := func(o *Options) { o.StaleAfter = 5 * time.Minute; o.NetnsGone = ns.gone }
+	holderIn := func(netns string) store.Lease { return store.Lease{Host: "h1", Boot: "b1", Netns: netns} }
+	mustAllocate(t, lifecycleAllocator(t, mem, c, holderIn("/run/netns/dead"), opts), "dead")                                       // .2
+	mustAllocate(t, lifecycleAllocator(t, mem, c, holderIn("/run/netns/alive"), opts), "alive")                                     // .3
+	mustAllocate(t, lifecycleAllocator(t, mem, c, holderIn("/run/netns/unknown"), opts), "unknown")                                 // .4
+	mustAllocate(t, lifecycleAllocator(t, mem, c, holderIn(""), opts), "no-netns")                                                  // .5
+	mustAllocate(t, lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b0", Netns: "/run/netns/dead"}, opts), "old-boot") // .6
+
+	next := lifecycleAllocator(t, mem, c, holderIn("/run/netns/new"), opts)
+	// Full, and the dead one is younger than staleAfter: no address.
+	c.now = c.now.Add(4 * time.Minute)
+	if _, err := next.Allocate(ctx, "new", "eth0", nil); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("ADD before staleAfter: %v, want ErrExhausted", err)
+	}
+	c.now = c.now.Add(2 * time.Minute)
+	if got := mustAllocate(t, next, "new"); !slices.Equal(got, []string{"10.0.0.2"}) {
+		t.Errorf("ADD after staleAfter got %v, want the dead namespace's 10.0.0.2", got)
+	}
+	left := held(t, mem.Open())
+	for ip, id := range map[string]string{"10.0.0.3": "alive", "10.0.0.4": "unknown", "10.0.0.5": "no-netns", "10.0.0.6": "old-boot"} {
+		if left[ip].ContainerID != id {
+			t.Errorf("%s: held by %q, want %s kept", ip, left[ip].ContainerID, id)
+		}
+	}
+}
+
+func TestStickyWorkloadGetsItsAddressBack(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	sticky := func(o *Options) { o.StickyFor = time.Hour }
+	web := store.Lease{Host: "h1", Boot: "b1", Workload: "k8s/ns/web-0"}
+	a := lifecycleAllocator(t, mem, c, web, sticky)
+	first := mustAllocate(t, a, "pod1")
+	if _, err := a.Release(ctx, "pod1", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	// Others get other addresses while the hold lasts.
+	others := lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b1"}, sticky)
+	for _, id := range []string{"o1", "o2", "o3"} {
+		if got := mustAllocate(t, others, id); slices.Equal(got, first) {
+			t.Errorf("%s got %v, held for web-0", id, got)
+		}
+	}
+	// The workload comes back under a new container ID.
+	if got := mustAllocate(t, a, "pod2"); !slices.Equal(got, first) {
+		t.Errorf("returning workload got %v, want %v", got, first)
+	}
+	if n := len(held(t, mem.Open())); n != 4 {
+		t.Errorf("%d leases, want 4 (no hold left behind)", n)
+	}
+}
+
+func TestStickyHoldGivenUpWhenRangeFull(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	sticky := func(o *Options) { o.StickyFor = time.Hour }
+	a := lifecycleAllocator(t, mem, c, store.Lease{Workload: "k8s/ns/web-0"}, sticky)
+	first := mustAllocate(t, a, "pod1")
+	if _, err := a.Release(ctx, "pod1", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	others := lifecycleAllocator(t, mem, c, store.Lease{}, sticky)
+	for _, id := range []string{"o1", "o2", "o3", "o4"} {
+		mustAllocate(t, others, id)
+	}
+	// .2-.6 minus the hold are taken: the fifth gets the held address.
+	if got := mustAllocate(t, others, "o5"); !slices.Equal(got, first) {
+		t.Errorf("o5 got %v, want the held %v (the range is otherwise full)", got, first)
+	}
+	if _, err := others.Allocate(ctx, "o6", "eth0", nil); !errors.Is(err, ErrExhausted) {
+		t.Errorf("o6: %v, want ErrExhausted", err)
+	}
+}
+
+func TestGCKeepsStickyHoldsUntilExpired(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	a := lifecycleAllocator(t, mem, c, store.Lease{Workload: "k8s/ns/web-0"}, func(o *Options) { o.StickyFor = time.Hour })
+	mustAllocate(t, a, "pod1")
+	if _, err := a.Release(ctx, "pod1", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if gone, err := a.GC(ctx, nil); err != nil || len(gone) != 0 {
+		t.Errorf("GC within stickyFor released %v (%v), want the hold kept", gone, err)
+	}
+	c.now = c.now.Add(time.Hour)
+	if gone, err := a.GC(ctx, nil); err != nil || len(gone) != 1 || !gone[0].IsSticky() {
+		t.Errorf("GC after stickyFor released %v (%v), want the hold", gone, err)
+	}
+}
+
+func TestStickyOffReleasesAtOnce(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	a := lifecycleAllocator(t, mem, c, store.Lease{Workload: "k8s/ns/web-0"}, nil)
+	mustAllocate(t, a, "pod1")
+	if _, err := a.Release(ctx, "pod1", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(held(t, mem.Open())); n != 0 {
+		t.Errorf("%d leases after DEL without stickyFor, want 0", n)
+	}
+}
+
+func TestStickyIDIsAValidContainerID(t *testing.T) {
+	for _, w := range []string{"k8s/ns/web-0", "mesos/net/a=b,c=d", "x y"} {
+		if err := store.ValidateName("container ID", StickyID(w)); err != nil {
+			t.Errorf("StickyID(%q): %v", w, err)
+		}
+	}
+	if StickyID("a") == StickyID("b") {
+		t.Error("two workloads share a hold")
+	}
+	_ = netip.Addr{}
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
+	"github.com/maclan-cni/maclan/pkg/ipam/holder"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
+)
+
+// Lease lifecycle (docs/ipam.md, "Lease lifecycle"): the IPAM keeps its
+// leases true by itself, without an orchestrator.
+
+// lifecycle is what one call knows of who takes a lease: the host, the
+// boot and the runtime's namespace and workload.
+type lifecycle struct {
+	id    holder.Identity
+	idErr error
+	netns string
+}
+
+func newLifecycle(netns string) lifecycle {
+	id, err := holder.Current()
+	return lifecycle{id: id, idErr: err, netns: netns}
+}
+
+// options are the allocator options of conf for this call.
+func (lc lifecycle) options(conf *config.IPAMConf, log *slog.Logger) allocator.Options {
+	return allocator.Options{
+		Exclude:          conf.ExcludedPrefixes(),
+		Log:              log,
+		ConflictLifetime: conflictLifetime(conf),
+		Holder: store.Lease{
+			Host: lc.id.Host, Boot: lc.id.Boot, Netns: lc.netns,
+			Workload: conf.Workload, WorkloadUID: conf.WorkloadUID,
+		},
+		StickyFor:  time.Duration(conf.StickyFor),
+		StaleAfter: time.Duration(conf.StaleAfter),
+		NetnsGone:  holder.NetnsGone,
+	}
+}
+
+// allocator is the allocator of conf for this call.
+func (lc lifecycle) allocator(conf *config.IPAMConf, st store.Store, log *slog.Logger) *allocator.Allocator {
+	return allocator.New(st, conf.Ranges, lc.options(conf, log))
+}
+
+// bootMarker is the file that records the boot whose sweep of network
+// name is done, beside the store's local state (the data directory, or the
+// etcd store's lock directory): each host keeps its own.
+func bootMarker(conf *config.IPAMConf) string {
+	return filepath.Join(conf.Store.Dir, "."+conf.Name+".boot")
+}
+
+// sweepAfterBoot runs once per boot and network on a host, in the first
+// call of any verb: it gives back every lease this host took in an earlier
+// boot, whose containers cannot be alive. Failures are logged, never
+// returned: the call itself does not depend on the sweep.
+func (lc lifecycle) sweepAfterBoot(ctx context.Context, conf *config.IPAMConf, st store.Store, log *slog.Logger) {
+	if !conf.Reclaim() {
+		return
+	}
+	if lc.idErr != nil {
+		log.Warn("cannot tell this host's boot; leases of earlier boots are kept", "err", lc.idErr)
+		return
+	}
+	marker := bootMarker(conf)
+	if readSmall(marker) == lc.id.Boot {
+		return
+	}
+	gone, err := allocator.New(st, nil, lc.options(conf, log)).SweepEarlierBoots(ctx)
+	if err != nil {
+		log.Warn("releasing the leases of earlier boots failed; the next call tries again", "err", err)
+		return
+	}
+	log.Info("released the leases this host took in an earlier boot", "leases", len(gone))
+	if err := writeSmall(marker, lc.id.Boot); err != nil {
+		log.Warn("cannot record the sweep after boot; the next call sweeps again", "file", marker, "err", err)
+	}
+}
+
+// readSmall returns the first line of a small regular file, without
+// following a symbolic link ("" if anything is wrong).
+func readSmall(path string) string {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	b := make([]byte, 128)
+	n, _ := f.Read(b)
+	line, _, _ := strings.Cut(string(b[:n]), "\n")
+	return line
+}
+
+// writeSmall replaces path with a file holding s: written beside it,
+// synced and renamed over it, so that a reader never sees half of it.
+func writeSmall(path, s string) (err error) {
+	tmp := fmt.Sprintf("%s.tmp%d", path, os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp) // best effort: the write already failed
+		}
+	}()
+	_, err = f.WriteString(s + "\n")
+	err = errors.Join(err, f.Sync(), f.Close())
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// gc --stale: what the IPAM does by itself before an ADD fails for want of
+// an address, run by hand.
+func (c *cli) gc(args []string) (err error) {
+	fs := c.flags("gc")
+	sf := c.storeFlags(fs)
+	network := fs.String("network", "", "network (default: all)")
+	stale := fs.Bool("stale", false, "release the leases of vanished namespaces")
+	after := fs.Duration("stale-after", config.DefaultStaleAfter, "only leases older than this")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if !*stale {
+		return usageError("gc needs --stale (the runtime's GC verb releases by attachment list)")
+	}
+	names, err := sf.networks(*network)
+	if err != nil {
+		return err
+	}
+	lc := newLifecycle("")
+	if lc.idErr != nil {
+		return lc.idErr
+	}
+	for _, name := range names {
+		if err := c.gcStale(sf, lc, name, *after); err != nil {
+			return fmt.Errorf("network %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (c *cli) gcStale(sf *storeFlags, lc lifecycle, network string, after time.Duration) (err error) {
+	st, err := sf.open(network)
+	if err != nil {
+		return err
+	}
+	defer closeStore(st, &err)
+	conf := &config.IPAMConf{Name: network, StaleAfter: config.IPAMDuration(after)}
+	gone, err := allocator.New(st, nil, lc.options(conf, c.log)).ReclaimStale(context.Background())
+	for _, l := range gone {
+		if _, werr := fmt.Fprintf(c.stdout, "released %s\t%s\t%s\t%s\n", network, l.IP, cell(l.ContainerID), cell(l.Netns)); werr != nil {
+			return werr
+		}
+	}
+	return err
+}
