@@ -196,6 +196,9 @@ func TestConcurrentAddsIntoSlash26(t *testing.T) {
 			if !strings.Contains(o.err.Error(), exhaustedMessage()) {
 				t.Errorf("ADD %s failed with %v (code %d), want %q", c.name, o.err, cniCode(o.err), exhaustedMessage())
 			}
+			if ipamType == "maclan-ipam" && cniCode(o.err) != 100 {
+				t.Errorf("ADD %s failed with code %d, want 100 (no free address)", c.name, cniCode(o.err))
+			}
 			wantOnlyLoopback(t, c)
 			if held, ok := owners[c.name]; ok {
 				t.Errorf("failed ADD %s left leases %v", c.name, held)

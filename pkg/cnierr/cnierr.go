@@ -11,6 +11,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ifconfig"
+	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
@@ -21,6 +23,19 @@ var ErrNotAvailable = errors.New("plugin not available")
 // ErrTryAgain marks a condition expected to pass (a master without carrier,
 // say): code 11, try again later.
 var ErrTryAgain = errors.New("try again later")
+
+// Codes of maclan's own (SPEC.md, "Error": 100 and above are the
+// plugin's), so that a runtime or an operator can tell these outcomes
+// apart without reading the message.
+const (
+	// CodeNoFreeAddress: a range set has no address left to hand out.
+	CodeNoFreeAddress uint = 100
+	// CodeAddressTaken: a requested address is held by another attachment.
+	CodeAddressTaken uint = 101
+	// CodeAddressInUse: the address is in use on the LAN (an ARP conflict,
+	// or an IPv6 duplicate found by DAD).
+	CodeAddressInUse uint = 102
+)
 
 // Code returns the CNI error code that fits err.
 func Code(err error) uint {
@@ -38,6 +53,12 @@ func Code(err error) uint {
 		return types.ErrInvalidEnvironmentVariables
 	case errors.Is(err, ErrTryAgain), errors.Is(err, store.ErrLockTimeout), errors.Is(err, store.ErrUnavailable):
 		return types.ErrTryAgainLater
+	case errors.Is(err, allocator.ErrInUseOnLAN), errors.Is(err, ifconfig.ErrDuplicateAddress):
+		return CodeAddressInUse
+	case errors.Is(err, allocator.ErrExhausted):
+		return CodeNoFreeAddress
+	case errors.Is(err, store.ErrReserved):
+		return CodeAddressTaken
 	default:
 		return types.ErrInternal
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ifconfig"
+	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
@@ -24,6 +26,11 @@ func TestCode(t *testing.T) {
 		{"store unavailable", fmt.Errorf("etcd: %w", store.ErrUnavailable), types.ErrTryAgainLater},
 		{"not available", fmt.Errorf("master eth0 is down: %w", ErrNotAvailable), types.ErrPluginNotAvailable},
 		{"delegated error keeps its code", fmt.Errorf("ipam: %w", delegated), types.ErrTryAgainLater},
+		{"no free address", fmt.Errorf("range set 0: %w", allocator.ErrExhausted), CodeNoFreeAddress},
+		{"full, and STATUS", fmt.Errorf("%w: %w", ErrNotAvailable, allocator.ErrExhausted), types.ErrPluginNotAvailable},
+		{"requested address taken", fmt.Errorf("requested address 10.0.0.5: %w", store.ErrReserved), CodeAddressTaken},
+		{"conflict record", fmt.Errorf("in use by 02:00:00:00:00:01: %w: %w", allocator.ErrInUseOnLAN, store.ErrReserved), CodeAddressInUse},
+		{"DAD duplicate", fmt.Errorf("fd00::5: %w", ifconfig.ErrDuplicateAddress), CodeAddressInUse},
 		{"anything else", errors.New("boom"), types.ErrInternal},
 	}
 	for _, tt := range tests {

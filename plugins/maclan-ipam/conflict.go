@@ -157,7 +157,8 @@ func (c conflictCheck) run(ctx context.Context, containerID, ifName string, requ
 				return nil, err
 			}
 			if slices.Contains(requested, a.IP) {
-				return nil, fmt.Errorf("requested address %s is already in use on the LAN by %s (seen on %q)", a.IP, owner, c.master)
+				return nil, fmt.Errorf("requested address %s is already in use on the LAN by %s (seen on %q): %w",
+					a.IP, owner, c.master, allocator.ErrInUseOnLAN)
 			}
 			answered[a.Set] = append(answered[a.Set], answer{a.IP, owner})
 			if len(answered[a.Set]) >= maxConflictsPerSet {
@@ -187,8 +188,8 @@ func (c conflictCheck) tooMany(a allocator.Allocation, answers []answer) error {
 	}
 	return fmt.Errorf("conflict detection on %q: %d addresses taken in range set %d (%s) all answered ARP probes, from %s; "+
 		"the LAN may have a device answering every probe (proxy ARP, a misconfigured or hostile host); "+
-		"giving up after %d conflicts in one ADD (they are recorded, see maclan-ipam ls, and probed again after ipam.conflictLifetime %s)",
-		c.master, len(answers), a.Set, strings.Join(ips, ", "), strings.Join(macs, ", "), maxConflictsPerSet, c.lifetime)
+		"giving up after %d conflicts in one ADD (they are recorded, see maclan-ipam ls, and probed again after ipam.conflictLifetime %s): %w",
+		c.master, len(answers), a.Set, strings.Join(ips, ", "), strings.Join(macs, ", "), maxConflictsPerSet, c.lifetime, allocator.ErrInUseOnLAN)
 }
 
 // undo releases the attachment's addresses after a failed conflict check

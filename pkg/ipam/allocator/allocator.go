@@ -21,6 +21,10 @@ import (
 // ErrExhausted: a range set has no address left to hand out.
 var ErrExhausted = errors.New("no free address")
 
+// ErrInUseOnLAN: a device on the LAN answers for the address (a conflict
+// record, or a probe answered now).
+var ErrInUseOnLAN = errors.New("address in use on the LAN")
+
 // Options tune an Allocator.
 type Options struct {
 	// Exclude lists prefixes never handed out.
@@ -190,8 +194,8 @@ func (a *Allocator) reserveStatic(ctx context.Context, containerID, ifName strin
 	if errors.Is(err, store.ErrReserved) {
 		if l, gerr := a.st.Get(ctx, ip); gerr == nil && l.Conflict != "" {
 			return netip.Addr{}, fmt.Errorf("requested address %s is in use on the LAN by %s (conflict recorded %s; "+
-				"once that device has gone: maclan-ipam release --network NAME --ip %s): %w",
-				ip, l.Conflict, l.Created.UTC().Format(time.RFC3339), ip, err)
+				"once that device has gone: maclan-ipam release --network NAME --ip %s): %w: %w",
+				ip, l.Conflict, l.Created.UTC().Format(time.RFC3339), ip, ErrInUseOnLAN, err)
 		}
 	}
 	if err != nil {
