@@ -110,10 +110,14 @@ func (s *Shim) lock() (func(), error) {
 	if err := safefs.MkdirAll(s.dir(), 0o700); err != nil {
 		return nil, fmt.Errorf("shim state directory: %w", err)
 	}
-	// The lock and lease files live one level up: that directory must be
-	// trusted too, whoever made it.
-	if err := safefs.CheckDir(s.StateDir); err != nil {
-		return nil, fmt.Errorf("shim state directory: %w", err)
+	// The lock and lease files live one level up, in the directory of
+	// the network namespace, under the base directory (DefaultStateDir):
+	// both must be trusted too, whoever made them. (MkdirAll checked any
+	// it made, /run/maclan included.)
+	for _, d := range []string{s.StateDir, filepath.Dir(s.StateDir)} {
+		if err := safefs.CheckDir(d); err != nil {
+			return nil, fmt.Errorf("shim state directory: %w", err)
+		}
 	}
 	unlock, err := flock.Lock(filepath.Join(s.StateDir, s.Master+".lock"), s.Timeout)
 	if err != nil {

@@ -38,6 +38,13 @@ func TestLockRefusesUntrustedStateDir(t *testing.T) {
 			}
 			return d, d
 		}, "symbolic link"},
+		{"world-writable base directory", func(t *testing.T, root string) (string, string) {
+			base := filepath.Join(root, "shim")
+			mkdirMode(t, base, 0o777)
+			d := filepath.Join(base, "netns-1")
+			mkdirMode(t, d, 0o700)
+			return d, base
+		}, "mode 0777"},
 		{"symlinked master directory", func(t *testing.T, root string) (string, string) {
 			d := filepath.Join(root, "netns-1")
 			mkdirMode(t, d, 0o700)
