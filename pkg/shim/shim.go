@@ -13,6 +13,12 @@
 // directory (on /run: the routes they describe do not outlive a reboot
 // either), and every change happens under a lock file per master, so that
 // concurrent ADDs and DELs on one master see one consistent shim.
+//
+// The plugin runs as root, so the state directory must be one that no one
+// else can write (package safefs): the lock refuses a state directory or
+// master directory that is a symbolic link, owned by another user or
+// writable by group or others, and records are opened without following a
+// symbolic link, only if regular, and size-bounded.
 package shim
 
 import (
@@ -33,6 +39,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/maclan-cni/maclan/pkg/flock"
+	"github.com/maclan-cni/maclan/pkg/safefs"
+)
+
+// Read limits: an attachment record is one address a line, a lease token a
+// network configuration (see Shim.Lease).
+const (
+	maxRecordSize = 64 << 10
+	maxTokenSize  = 16 << 20
 )
 
 // DefaultStateDir holds the lock and attachment records of every shim, in
@@ -93,8 +107,17 @@ func (s *Shim) dir() string { return filepath.Join(s.StateDir, s.Master) }
 func (s *Shim) leaseFile() string { return filepath.Join(s.StateDir, s.Master+".lease") }
 
 func (s *Shim) lock() (func(), error) {
-	if err := os.MkdirAll(s.dir(), 0o700); err != nil {
+	if err := safefs.MkdirAll(s.dir(), 0o700); err != nil {
 		return nil, fmt.Errorf("shim state directory: %w", err)
+	}
+	// The lock and lease files live one level up, in the directory of
+	// the network namespace, under the base directory (DefaultStateDir):
+	// both must be trusted too, whoever made them. (MkdirAll checked any
+	// it made, /run/maclan included.)
+	for _, d := range []string{s.StateDir, filepath.Dir(s.StateDir)} {
+		if err := safefs.CheckDir(d); err != nil {
+			return nil, fmt.Errorf("shim state directory: %w", err)
+		}
 	}
 	unlock, err := flock.Lock(filepath.Join(s.StateDir, s.Master+".lock"), s.Timeout)
 	if err != nil {
@@ -184,7 +207,7 @@ func (s *Shim) Detach(id string) error {
 
 // release gives the shim's leased addresses back, if it has any.
 func (s *Shim) release() error {
-	token, err := os.ReadFile(s.leaseFile())
+	token, err := safefs.ReadFile(s.leaseFile(), maxTokenSize)
 	if errors.Is(err, os.ErrNotExist) || s.Release == nil {
 		return nil
 	}
@@ -208,7 +231,8 @@ func FindMaster(stateDir, id string) (string, bool) {
 		return "", false
 	}
 	for _, m := range masters {
-		if _, err := os.Stat(filepath.Join(stateDir, m.Name(), id)); err == nil && m.IsDir() {
+		fi, err := os.Lstat(filepath.Join(stateDir, m.Name(), id))
+		if err == nil && fi.Mode().IsRegular() && m.IsDir() {
 			return m.Name(), true
 		}
 	}
@@ -367,7 +391,7 @@ func (s *Shim) lease() ([]netip.Addr, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("the IPAM gave no address")
 	}
-	if old, err := os.ReadFile(s.leaseFile()); err == nil && !bytes.Equal(old, token) && s.Release != nil {
+	if old, err := safefs.ReadFile(s.leaseFile(), maxTokenSize); err == nil && !bytes.Equal(old, token) && s.Release != nil {
 		_ = s.Release(old) // best effort: the worst left is one lease, which maclan-ipam release frees
 	}
 	if err := writeFileAtomic(s.leaseFile(), token); err != nil {
@@ -413,7 +437,8 @@ func (s *Shim) restoreRoutes(link netlink.Link) error {
 }
 
 // records lists the attachment records in dir, skipping the temporary file
-// that a crash in writeRecord may leave.
+// that a crash in writeRecord may leave, and anything that is not a
+// regular file.
 func records(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -421,7 +446,7 @@ func records(dir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".tmp") {
+		if !strings.HasSuffix(e.Name(), ".tmp") && e.Type().IsRegular() {
 			names = append(names, e.Name())
 		}
 	}
@@ -442,25 +467,47 @@ func writeRecord(path string, ips []netip.Addr) error {
 // writeFileAtomic replaces path through a temporary file and a rename, so
 // that a crash leaves the old content or the new (records skips the
 // temporary file). The state is on /run and needs no fsync: it does not
-// outlive a reboot, and neither do the routes it describes.
+// outlive a reboot, and neither do the routes it describes. The temporary
+// file is created afresh (O_EXCL, after removing a leftover), so a name
+// planted there is never written through; the rename replaces whatever
+// path names.
 func writeFileAtomic(path string, b []byte) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := safefs.Open(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close() // the write error is the one to report
+		return err
+	}
+	if err := f.Close(); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)
 }
 
 func readRecord(path string) ([]netip.Addr, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefs.ReadFile(path, maxRecordSize)
 	if err != nil {
 		return nil, fmt.Errorf("read shim record: %w", err)
 	}
+	return parseRecord(path, b)
+}
+
+// parseRecord decodes what writeRecord wrote: one address a line.
+func parseRecord(path string, b []byte) ([]netip.Addr, error) {
 	var ips []netip.Addr
 	for _, line := range strings.Fields(string(b)) {
 		ip, err := netip.ParseAddr(line)
 		if err != nil {
 			return nil, fmt.Errorf("shim record %s: %w", path, err)
+		}
+		if ip.Zone() != "" {
+			return nil, fmt.Errorf("shim record %s: address %q has a zone", path, line)
 		}
 		ips = append(ips, ip)
 	}

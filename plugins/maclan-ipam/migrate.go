@@ -15,6 +15,7 @@ import (
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
+	"github.com/maclan-cni/maclan/pkg/safefs"
 )
 
 // migrate adopts the leases of the reference host-local plugin. host-local
@@ -25,6 +26,12 @@ import (
 // node cannot slip in, and it may be repeated: leases already adopted are
 // skipped. Switch the network's ipam type once it has run, then run it once
 // more to catch anything host-local handed out in between.
+//
+// migrate runs as root over a directory it did not make: every file in it
+// is opened without following a symbolic link and without blocking on a
+// FIFO, and only a small regular file is read (package safefs). A lease
+// file that is not one is reported as not adopted; a cursor that is not
+// one is ignored, being a hint.
 func (c *cli) migrate(args []string) (err error) {
 	if betweenStores(args) {
 		return c.migrateStores(args)
@@ -129,42 +136,78 @@ func sameDir(a, b string) bool {
 	return os.SameFile(fa, fb)
 }
 
+// Read limits for host-local's files: a lease holds a container ID and an
+// interface name (store.ValidateAttachment bounds both), a cursor one
+// address.
+const (
+	maxHostLocalLease  = 4 << 10
+	maxHostLocalCursor = 256
+)
+
 func readHostLocalLease(path string, ip netip.Addr, defaultIfName string) (store.Lease, error) {
-	b, err := os.ReadFile(path)
+	f, err := safefs.Open(path, os.O_RDONLY, 0)
 	if err != nil {
 		return store.Lease{}, fmt.Errorf("read %s: %w", path, err)
 	}
-	fi, err := os.Stat(path)
+	defer f.Close() //nolint:errcheck // read-only
+	fi, err := f.Stat()
 	if err != nil {
 		return store.Lease{}, fmt.Errorf("stat %s: %w", path, err)
 	}
+	b, err := safefs.ReadAll(f, maxHostLocalLease)
+	if err != nil {
+		return store.Lease{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	l, err := parseHostLocalLease(b, ip, defaultIfName)
+	if err != nil {
+		return store.Lease{}, fmt.Errorf("%s: %w", path, err)
+	}
+	l.Created = fi.ModTime()
+	return l, nil
+}
+
+// parseHostLocalLease decodes host-local's "<container ID>\r\n<ifname>",
+// or the container ID alone as old versions wrote it.
+func parseHostLocalLease(b []byte, ip netip.Addr, defaultIfName string) (store.Lease, error) {
 	id, ifName, found := strings.Cut(strings.TrimSpace(string(b)), "\r\n")
 	if !found {
 		ifName = defaultIfName
 	}
-	l := store.Lease{IP: ip, ContainerID: strings.TrimSpace(id), IfName: strings.TrimSpace(ifName), Created: fi.ModTime()}
+	l := store.Lease{IP: ip, ContainerID: strings.TrimSpace(id), IfName: strings.TrimSpace(ifName)}
 	if err := store.ValidateAttachment(l.ContainerID, l.IfName); err != nil {
-		return store.Lease{}, fmt.Errorf("%s: %w", path, err)
+		return store.Lease{}, err
 	}
 	return l, nil
 }
 
 func adoptCursor(ctx context.Context, st store.Store, path, set string) error {
-	b, err := os.ReadFile(path)
+	b, err := safefs.ReadFile(path, maxHostLocalCursor)
+	if errors.Is(err, safefs.ErrNotRegular) || errors.Is(err, safefs.ErrTooLarge) {
+		return nil // a hint only, as below
+	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
-	ip, err := netip.ParseAddr(strings.TrimSpace(string(b)))
-	if err != nil || store.ValidateName("range set", set) != nil {
+	ip, ok := parseHostLocalCursor(b)
+	if !ok || store.ValidateName("range set", set) != nil {
 		return nil // a hint only: host-local's walk position is not worth failing for
 	}
-	return st.SetCursor(ctx, set, ip.Unmap())
+	return st.SetCursor(ctx, set, ip)
+}
+
+// parseHostLocalCursor decodes last_reserved_ip.<set>: one address.
+func parseHostLocalCursor(b []byte) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(strings.TrimSpace(string(b)))
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return ip.Unmap(), true
 }
 
 // lockHostLocal takes the flock that host-local itself takes on
 // <dir>/lock, giving up after timeout.
 func lockHostLocal(dir string, timeout time.Duration) (func() error, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDONLY, 0)
+	f, err := safefs.Open(filepath.Join(dir, "lock"), os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, serr := os.Stat(dir); serr != nil {
 			return nil, fmt.Errorf("host-local directory: %w", serr)

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/maclan-cni/maclan/pkg/safefs"
 )
 
 // The allocation bitmap is the store's fast answer to "which address after
@@ -32,8 +34,17 @@ import (
 // updated in place: the changed 8-byte words are written with pwrite(2)
 // and the file fdatasync(2)ed. An aligned 8-byte write never straddles a
 // sector, so a crash leaves each word old or new. A chunk file of the
-// wrong size or magic is rebuilt from the lease file names; fsck compares
-// every chunk with the leases and rebuilds what disagrees.
+// wrong size or magic, or that is not a regular file, is rebuilt from the
+// lease file names; fsck compares every chunk with the leases and rebuilds
+// what disagrees.
+//
+// A chunk whose last bit is cleared is deleted, so that the bitmap does not
+// keep 8 KiB for every chunk ever touched (static IPv6 addresses across a
+// /64 would touch a new chunk each). The clear is written and synced in
+// place first, and only then is the file unlinked, without a sync: a crash
+// that undoes the unlink brings back an all-clear file, which is correct
+// (and which fsck --repair deletes). So a set bit still never outlives its
+// lease, whose removal comes after.
 const (
 	chunkBits   = 16
 	chunkAddrs  = 1 << chunkBits
@@ -147,15 +158,19 @@ func (s *Store) chunk(base netip.Addr) (*chunk, error) {
 		return c, nil
 	}
 	c := new(chunk)
-	b, err := os.ReadFile(filepath.Join(s.dir, bitmapDir, base.String()))
+	b, err := safefs.ReadFile(filepath.Join(s.dir, bitmapDir, base.String()), int64(chunkSize))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		// Never written: no lease was ever taken in this chunk.
-	case err != nil:
+		// Never written, or emptied: no lease in this chunk.
+	case err != nil && !planted(err):
 		return nil, s.unavailable("read bitmap chunk "+base.String(), err)
 	default:
-		c.onDisk = true
-		if uerr := c.unmarshal(b); uerr != nil {
+		uerr := err
+		if uerr == nil {
+			c.onDisk = true
+			uerr = c.unmarshal(b)
+		}
+		if uerr != nil {
 			s.log.Warn("bitmap chunk damaged; rebuilding it from the lease files", "chunk", base, "err", uerr)
 			if c, err = s.rebuildChunk(base); err != nil {
 				return nil, err
@@ -184,21 +199,34 @@ func (s *Store) rebuildChunk(base netip.Addr) (*chunk, error) {
 }
 
 // writeChunk makes the chunk's file match c durably: in place when the
-// file exists, else by creating it whole.
+// file exists, else by creating it whole; an empty chunk's file is then
+// deleted (see above for why in that order).
 func (s *Store) writeChunk(base netip.Addr, c *chunk) error {
-	if c.onDisk && len(c.dirty) > 0 {
+	switch {
+	case c.onDisk && len(c.dirty) > 0:
 		if err := s.patchChunk(base, c); err != nil {
 			return s.unavailable("update bitmap chunk "+base.String(), err)
 		}
-	} else if err := s.writeFile(bitmapDir, base.String(), c.marshal(), true); err != nil {
-		return s.unavailable("write bitmap chunk "+base.String(), err)
+	case c.empty():
+		// Nothing to write: no file is all clear. Any file there is
+		// damaged (or was never synced) and is removed below.
+	default:
+		if err := s.writeFile(bitmapDir, base.String(), c.marshal(), true); err != nil {
+			return s.unavailable("write bitmap chunk "+base.String(), err)
+		}
 	}
 	c.onDisk, c.dirty = true, nil
+	if c.empty() {
+		if err := s.removeFile(bitmapDir, base.String()); err != nil {
+			return s.unavailable("remove empty bitmap chunk "+base.String(), err)
+		}
+		c.onDisk = false
+	}
 	return nil
 }
 
 func (s *Store) patchChunk(base netip.Addr, c *chunk) error {
-	f, err := os.OpenFile(filepath.Join(s.dir, bitmapDir, base.String()), os.O_WRONLY, 0)
+	f, err := safefs.Open(filepath.Join(s.dir, bitmapDir, base.String()), os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,18 @@
 // are 0600, directories 0700. No operation reads the whole directory except
 // List, GC and fsck, and recovery from damage.
 //
+// Trust. The plugin runs as root, so a name someone else could plant in
+// the store (a symbolic link to /etc/shadow, a FIFO) would make it write or
+// read where they chose. New therefore refuses a data directory, a network
+// directory or any directory in it that is a symbolic link, is owned by
+// anyone but root (or the user running the program, for tests and tools
+// run by hand) or is writable by group or others (package safefs); no one
+// else can then add a name to the store. Every record is still opened
+// without following a symbolic link and only if it is a regular file, for
+// stores made before that check: such a record counts as damaged (fsck
+// quarantines it), a bitmap chunk or cursor is rebuilt or dropped, and a
+// write replaces the name by rename(2), never writing through it.
+//
 // Crash safety, step by step. Reserve writes the attachment's index entry
 // first, then the lease, then the bitmap bit; Release clears the bit, then
 // removes the lease, then the index entry. So a crash can leave only:
@@ -34,7 +46,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/netip"
@@ -45,6 +56,7 @@ import (
 	"time"
 
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/safefs"
 )
 
 const (
@@ -54,6 +66,13 @@ const (
 	cursorDir     = "cursor"
 	quarantineDir = "quarantine"
 	tempPrefix    = ".tmp-"
+)
+
+// Read limits: a record is a few hundred bytes; a bigger file is damaged
+// (or planted) and is not read whole.
+const (
+	maxRecordSize = 64 << 10
+	maxCursorSize = 256
 )
 
 // DefaultLockTimeout bounds the wait for the store lock when Options leaves
@@ -105,12 +124,15 @@ func New(dataDir, network string, opts Options) (*Store, error) {
 		dir: filepath.Join(dataDir, network), network: network, opts: opts, log: log,
 		chunks: map[netip.Addr]*chunk{},
 	}
+	if err := safefs.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, s.untrusted(err)
+	}
 	for _, sub := range []string{"", leaseDir, attachDir, bitmapDir, cursorDir} {
-		if err := os.MkdirAll(filepath.Join(s.dir, sub), 0o700); err != nil {
-			return nil, s.unavailable("create directory", err)
+		if err := safefs.MkdirAll(filepath.Join(s.dir, sub), 0o700); err != nil {
+			return nil, s.untrusted(err)
 		}
 	}
-	f, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := safefs.Open(filepath.Join(s.dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, s.unavailable("open lock file", err)
 	}
@@ -141,6 +163,15 @@ func (s *Store) Close() error {
 // store and keeping the cause.
 func (s *Store) unavailable(what string, err error) error {
 	return fmt.Errorf("store %s: %s: %w: %w", s.dir, what, store.ErrUnavailable, err)
+}
+
+// untrusted reports a directory that New cannot create or refuses to use
+// (see the package comment), with the rule it breaks.
+func (s *Store) untrusted(err error) error {
+	if errors.Is(err, safefs.ErrUntrusted) {
+		err = fmt.Errorf("%w; the data directory and the directories in it must be owned by root and writable by no one else", err)
+	}
+	return s.unavailable("data directory", err)
 }
 
 func (s *Store) requireLock(op string) error {
@@ -213,7 +244,7 @@ func (s *Store) removeFile(sub, name string) error {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	d, err := safefs.OpenDir(dir)
 	if err != nil {
 		return err
 	}
@@ -223,9 +254,12 @@ func syncDir(dir string) error {
 
 func (s *Store) readLease(ip netip.Addr) (store.Lease, error) {
 	name := ip.String()
-	b, err := os.ReadFile(filepath.Join(s.dir, leaseDir, name))
+	b, err := safefs.ReadFile(filepath.Join(s.dir, leaseDir, name), maxRecordSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return store.Lease{}, fmt.Errorf("lease %s: %w", name, store.ErrNotFound)
+	}
+	if planted(err) {
+		return store.Lease{}, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
 	}
 	if err != nil {
 		return store.Lease{}, s.unavailable("read lease "+name, err)
@@ -233,12 +267,22 @@ func (s *Store) readLease(ip netip.Addr) (store.Lease, error) {
 	return decodeLease(name, b)
 }
 
+// planted reports a record that is not a small regular file: a symbolic
+// link, a FIFO, a device or an oversized file. It is treated as damaged,
+// never followed or read whole.
+func planted(err error) bool {
+	return errors.Is(err, safefs.ErrNotRegular) || errors.Is(err, safefs.ErrTooLarge)
+}
+
 // readAttach returns the index entry of an attachment; ErrNotFound if none.
 func (s *Store) readAttach(containerID, ifName string) ([]netip.Addr, error) {
 	name := attachName(containerID, ifName)
-	b, err := os.ReadFile(filepath.Join(s.dir, attachDir, name))
+	b, err := safefs.ReadFile(filepath.Join(s.dir, attachDir, name), maxRecordSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("attachment %s: %w", name, store.ErrNotFound)
+	}
+	if planted(err) {
+		return nil, fmt.Errorf("attachment %s: %w: %w", name, store.ErrCorrupt, err)
 	}
 	if err != nil {
 		return nil, s.unavailable("read attachment "+name, err)
@@ -516,8 +560,13 @@ func (s *Store) Cursor(_ context.Context, set string) (netip.Addr, error) {
 	if err := store.ValidateName("range set name", set); err != nil {
 		return netip.Addr{}, fmt.Errorf("cursor: %w", err)
 	}
-	b, err := os.ReadFile(filepath.Join(s.dir, cursorDir, set))
+	b, err := safefs.ReadFile(filepath.Join(s.dir, cursorDir, set), maxCursorSize)
 	if errors.Is(err, fs.ErrNotExist) {
+		return netip.Addr{}, nil
+	}
+	if planted(err) {
+		// A hint only: start the walk afresh; SetCursor replaces it.
+		s.log.Warn("cursor is not a small regular file; ignoring it", "set", set, "err", err)
 		return netip.Addr{}, nil
 	}
 	if err != nil {
@@ -585,17 +634,6 @@ func (s *Store) List(_ context.Context) ([]store.Lease, error) {
 		}
 	}
 	return leases, errors.Join(bad...)
-}
-
-// readAll reads a whole small file; used by fsck for records it must
-// inspect byte for byte.
-func readAll(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close() //nolint:errcheck // read-only
-	return io.ReadAll(f)
 }
 
 // Import adds many leases at once, for migrate and for tests and

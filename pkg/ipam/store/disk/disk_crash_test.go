@@ -310,6 +310,9 @@ func FuzzDecodeLease(f *testing.F) {
 	f.Add("fd00::2", encodeLease(l("fd00::2", "abc-123_x.y")))
 	f.Add("10.0.0.2", []byte(`{"v":1}`))
 	f.Fuzz(func(t *testing.T, name string, data []byte) {
+		if len(data) > maxRecordSize {
+			return // the store reads no more (readLease)
+		}
 		got, err := decodeLease(name, data)
 		if err != nil {
 			if !errors.Is(err, store.ErrCorrupt) {

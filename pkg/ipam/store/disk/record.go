@@ -119,7 +119,8 @@ func decodeAttach(containerID, ifName string, data []byte) ([]netip.Addr, error)
 	ips := make([]netip.Addr, 0, len(r.IPs))
 	for _, s := range r.IPs {
 		ip, err := netip.ParseAddr(s)
-		if err != nil || ip.String() != s {
+		if err != nil || ip.String() != s || ip.Zone() != "" || ip.Is4In6() {
+			// Reserve and Import never write these (as for a lease).
 			return nil, fmt.Errorf("attachment %s: address %q: %w", subject, s, store.ErrCorrupt)
 		}
 		if !slices.Contains(ips, ip) {
