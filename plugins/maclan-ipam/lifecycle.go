@@ -15,6 +15,7 @@ import (
 	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
 	"github.com/maclan-cni/maclan/pkg/ipam/holder"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/safefs"
 )
 
 // Lease lifecycle (docs/ipam.md, "Lease lifecycle"): the IPAM keeps its
@@ -91,23 +92,20 @@ func (lc lifecycle) sweepAfterBoot(ctx context.Context, conf *config.IPAMConf, s
 // readSmall returns the first line of a small regular file, without
 // following a symbolic link ("" if anything is wrong).
 func readSmall(path string) string {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	b, err := safefs.ReadFile(path, 256)
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return ""
-	}
-	b := make([]byte, 128)
-	n, _ := f.Read(b)
-	line, _, _ := strings.Cut(string(b[:n]), "\n")
+	line, _, _ := strings.Cut(string(b), "\n")
 	return line
 }
 
 // writeSmall replaces path with a file holding s: written beside it,
 // synced and renamed over it, so that a reader never sees half of it.
 func writeSmall(path, s string) (err error) {
+	if err := safefs.CheckDir(filepath.Dir(path)); err != nil {
+		return err
+	}
 	tmp := fmt.Sprintf("%s.tmp%d", path, os.Getpid())
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {

@@ -187,6 +187,33 @@ func ValidateIfName(s string) error {
 	return nil
 }
 
+// MaxTextLen bounds the free-text fields of a lease (host, boot, netns,
+// workload, conflict): a path or a name, never a document.
+const MaxTextLen = 4096
+
+// ValidateText checks the free-text fields of a lease: valid UTF-8 (the
+// records are JSON, which cannot carry anything else back unchanged), no
+// control characters, at most MaxTextLen bytes.
+func (l Lease) ValidateText() error {
+	for _, f := range []struct{ what, s string }{
+		{"conflict", l.Conflict}, {"host", l.Host}, {"boot", l.Boot},
+		{"netns", l.Netns}, {"workload", l.Workload}, {"workload UID", l.WorkloadUID},
+	} {
+		if len(f.s) > MaxTextLen {
+			return fmt.Errorf("lease %s: %s is %d bytes long, more than %d", l.IP, f.what, len(f.s), MaxTextLen)
+		}
+		if !utf8.ValidString(f.s) {
+			return fmt.Errorf("lease %s: %s %q is not valid UTF-8", l.IP, f.what, f.s)
+		}
+		for _, r := range f.s {
+			if r < ' ' || r == 0x7f {
+				return fmt.Errorf("lease %s: %s %q contains a control character", l.IP, f.what, f.s)
+			}
+		}
+	}
+	return nil
+}
+
 // ValidateAttachment checks both halves of an attachment identity.
 func ValidateAttachment(containerID, ifName string) error {
 	return errors.Join(ValidateName("container ID", containerID), ValidateIfName(ifName))

@@ -21,6 +21,11 @@ const recordVersion = 1
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// leaseVersion is the format of lease records: 2 adds the lifecycle fields
+// (host, boot, netns, workload, released) to version 1, which stays
+// readable; "fsck --repair" rewrites version 1 records as version 2.
+const leaseVersion = 2
+
 // leaseRecord is the JSON of leases/<ip>. The checksum covers every other
 // field, so a record damaged after it was written (a bad sector, a hand
 // edit) is detected instead of trusted.
@@ -31,6 +36,12 @@ type leaseRecord struct {
 	IfName      string    `json:"ifName"`
 	Created     time.Time `json:"created"`
 	Conflict    string    `json:"conflict,omitempty"`
+	Host        string    `json:"host,omitempty"`
+	Boot        string    `json:"boot,omitempty"`
+	Netns       string    `json:"netns,omitempty"`
+	Workload    string    `json:"workload,omitempty"`
+	WorkloadUID string    `json:"workloadUID,omitempty"`
+	Released    time.Time `json:"released,omitzero"`
 	Sum         string    `json:"crc32c"`
 }
 
@@ -38,46 +49,74 @@ func (r *leaseRecord) sum() string {
 	h := crc32.New(castagnoli)
 	_, _ = fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s\x00%s", r.Version, r.IP, r.ContainerID, r.IfName,
 		r.Created.UTC().Format(time.RFC3339Nano)) // a hash.Hash never fails to write
-	if r.Conflict != "" {
-		// Only when set, so that records written before the field existed
-		// keep their checksums.
-		_, _ = fmt.Fprintf(h, "\x00%s", r.Conflict)
+	if r.Version == 1 {
+		if r.Conflict != "" {
+			// Only when set, so that records written before the field
+			// existed keep their checksums.
+			_, _ = fmt.Fprintf(h, "\x00%s", r.Conflict)
+		}
+		return fmt.Sprintf("%08x", h.Sum32())
 	}
+	released := ""
+	if !r.Released.IsZero() {
+		released = r.Released.UTC().Format(time.RFC3339Nano)
+	}
+	_, _ = fmt.Fprintf(h, "\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s",
+		r.Conflict, r.Host, r.Boot, r.Netns, r.Workload, r.WorkloadUID, released)
 	return fmt.Sprintf("%08x", h.Sum32())
 }
 
 func encodeLease(l store.Lease) []byte {
 	r := leaseRecord{
-		Version: recordVersion, IP: l.IP.String(), ContainerID: l.ContainerID,
+		Version: leaseVersion, IP: l.IP.String(), ContainerID: l.ContainerID,
 		IfName: l.IfName, Created: l.Created.UTC(), Conflict: l.Conflict,
+		Host: l.Host, Boot: l.Boot, Netns: l.Netns, Workload: l.Workload, WorkloadUID: l.WorkloadUID,
+	}
+	if !l.Released.IsZero() {
+		r.Released = l.Released.UTC()
 	}
 	r.Sum = r.sum()
-	b, _ := json.Marshal(&r) // plain strings and a time: cannot fail
+	b, _ := json.Marshal(&r) // plain strings and times: cannot fail
 	return append(b, '\n')
 }
 
 // decodeLease decodes the record stored under the file name name. It
-// accepts exactly what encodeLease writes: one JSON object with no unknown
-// fields, a valid checksum, valid names and an address equal to name.
+// accepts exactly what encodeLease writes, or a version 1 record: one JSON
+// object with no unknown fields, a valid checksum, valid names and an
+// address equal to name.
 func decodeLease(name string, data []byte) (store.Lease, error) {
+	l, _, err := decodeLeaseVersion(name, data)
+	return l, err
+}
+
+// decodeLeaseVersion is decodeLease, also returning the record's version.
+func decodeLeaseVersion(name string, data []byte) (store.Lease, int, error) {
 	var r leaseRecord
 	if err := strictDecode(data, &r); err != nil {
-		return store.Lease{}, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
 	}
-	if r.Version != recordVersion {
-		return store.Lease{}, fmt.Errorf("lease %s: version %d, want %d: %w", name, r.Version, recordVersion, store.ErrCorrupt)
+	v1Extra := r.Host != "" || r.Boot != "" || r.Netns != "" || r.Workload != "" || r.WorkloadUID != "" || !r.Released.IsZero()
+	if r.Version != leaseVersion && (r.Version != 1 || v1Extra) {
+		return store.Lease{}, 0, fmt.Errorf("lease %s: version %d, want 1 or %d: %w", name, r.Version, leaseVersion, store.ErrCorrupt)
 	}
 	if r.Sum != r.sum() {
-		return store.Lease{}, fmt.Errorf("lease %s: checksum mismatch: %w", name, store.ErrCorrupt)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: checksum mismatch: %w", name, store.ErrCorrupt)
 	}
 	ip, err := netip.ParseAddr(r.IP)
 	if err != nil || ip.String() != name || ip.Zone() != "" || ip.Is4In6() {
-		return store.Lease{}, fmt.Errorf("lease %s: records address %q: %w", name, r.IP, store.ErrCorrupt)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: records address %q: %w", name, r.IP, store.ErrCorrupt)
 	}
 	if err := store.ValidateAttachment(r.ContainerID, r.IfName); err != nil {
-		return store.Lease{}, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
 	}
-	return store.Lease{IP: ip, ContainerID: r.ContainerID, IfName: r.IfName, Created: r.Created, Conflict: r.Conflict}, nil
+	l := store.Lease{
+		IP: ip, ContainerID: r.ContainerID, IfName: r.IfName, Created: r.Created, Conflict: r.Conflict,
+		Host: r.Host, Boot: r.Boot, Netns: r.Netns, Workload: r.Workload, WorkloadUID: r.WorkloadUID, Released: r.Released,
+	}
+	if err := l.ValidateText(); err != nil {
+		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
+	}
+	return l, r.Version, nil
 }
 
 // attachRecord is the JSON of attach/<containerID>=<ifName>: the addresses
