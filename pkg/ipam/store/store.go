@@ -192,8 +192,9 @@ func ValidateIfName(s string) error {
 const MaxTextLen = 4096
 
 // ValidateText checks the free-text fields of a lease: valid UTF-8 (the
-// records are JSON, which cannot carry anything else back unchanged), no
-// control characters, at most MaxTextLen bytes.
+// records are JSON, which cannot carry anything else back unchanged) and at
+// most MaxTextLen bytes. Control characters are stored as given; whatever
+// shows them (maclan-ipam ls) escapes them.
 func (l Lease) ValidateText() error {
 	for _, f := range []struct{ what, s string }{
 		{"conflict", l.Conflict}, {"host", l.Host}, {"boot", l.Boot},
@@ -204,11 +205,6 @@ func (l Lease) ValidateText() error {
 		}
 		if !utf8.ValidString(f.s) {
 			return fmt.Errorf("lease %s: %s %q is not valid UTF-8", l.IP, f.what, f.s)
-		}
-		for _, r := range f.s {
-			if r < ' ' || r == 0x7f {
-				return fmt.Errorf("lease %s: %s %q contains a control character", l.IP, f.what, f.s)
-			}
 		}
 	}
 	return nil
