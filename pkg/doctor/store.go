@@ -3,6 +3,7 @@ package doctor
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -200,6 +201,9 @@ func poolResult(name string, used, size int, bounded bool) Result {
 func usable(set iprange.RangeSet, exclude []netip.Prefix) (int, bool) {
 	n := 0
 	for _, r := range set {
+		if tooLarge(r) {
+			return 0, false
+		}
 		walked := 0
 		for ip := r.RangeStart; ; ip = ip.Next() {
 			if walked++; walked > maxCount {
@@ -214,6 +218,15 @@ func usable(set iprange.RangeSet, exclude []netip.Prefix) (int, bool) {
 		}
 	}
 	return n, true
+}
+
+// tooLarge reports a range of more than maxCount addresses without walking it.
+func tooLarge(r iprange.Range) bool {
+	s, e := r.RangeStart.As16(), r.RangeEnd.As16()
+	if [12]byte(s[:12]) != [12]byte(e[:12]) {
+		return true
+	}
+	return binary.BigEndian.Uint32(e[12:])-binary.BigEndian.Uint32(s[12:]) >= maxCount
 }
 
 // leaseLifecycle is the hook for the checks of leases that outlived their
