@@ -178,6 +178,18 @@ func TestDoctorMACFilter(t *testing.T) {
 		if code != 1 {
 			t.Errorf("exit %d, want 1", code)
 		}
+		var out bytes.Buffer
+		err := theLab.inHost(func() error {
+			cmd := doctorCmd("--conf-dir", dir)
+			cmd.Stdout = &out
+			_ = cmd.Run() // exit status 1: checked above
+			return nil
+		})
+		want := "FAIL  mac-filter   eth0: the gateway " + gw4 + " answered ARP from the master's MAC but not from a fresh one"
+		if err != nil || !strings.Contains(out.String(), want) {
+			t.Errorf("text output: got %v\n%s\nwant a line with %q", err, out.String(), want)
+		}
+		t.Logf("text output:\n%s", out.String())
 	})
 	t.Run("master and gateway by hand", func(t *testing.T) {
 		lockHostPort(t)
