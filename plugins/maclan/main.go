@@ -71,7 +71,8 @@ func main() {
 
 // run wraps a command: it sets up the logger that "logFile" and "logLevel"
 // ask for, gives every error its CNI code, and logs one line per call with
-// the outcome and the duration. tr times the steps (MACLAN_TRACE=1).
+// the outcome and the duration, and with logLevel debug the time of each
+// phase. tr times the steps (MACLAN_TRACE=1 prints them).
 func run(verb string, fn func(*skel.CmdArgs, *slog.Logger, *tracer) error, tr *tracer) func(*skel.CmdArgs) error {
 	return func(args *skel.CmdArgs) error {
 		tr.step("skel")
@@ -86,12 +87,15 @@ func run(verb string, fn func(*skel.CmdArgs, *slog.Logger, *tracer) error, tr *t
 		defer closeLog()
 		start := time.Now()
 		tr.step("logger")
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			tr.collectPhases() // logLevel debug: the line below carries the phases
+		}
 		if err := fn(args, log, tr); err != nil {
 			e := cnierr.New(err)
-			log.Error("failed", "code", e.Code, "error", e.Msg, "netns", args.Netns, "duration", time.Since(start))
+			log.Error("failed", "code", e.Code, "error", e.Msg, "netns", args.Netns, "duration", time.Since(start), tr.phaseAttr())
 			return e
 		}
-		log.Info("ok", "duration", time.Since(start))
+		log.Info("ok", "duration", time.Since(start), tr.phaseAttr())
 		return nil
 	}
 }
