@@ -197,6 +197,9 @@ check "a gateway outside the subnet is refused: $out" eval '[[ "$out" == *"no --
 
 user "podman network ls" -- pm network ls
 check "podman network ls shows lan, driver maclan" eval 'pm network ls --format "{{.Name}} {{.Driver}}" | grep -qx "lan maclan"'
+# What podman itself can tell of a network whose driver it does not know:
+# the name and driver, no subnets (see README: Coming from Docker).
+user "podman network inspect lan" -- pm network inspect lan
 
 user "podman run -d --name web --network lan $IMAGE sleep 3600" -- \
 	pm run -d --name web --network lan "$IMAGE" sleep 3600 || die "podman run web"
