@@ -73,12 +73,11 @@ func create(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	file, err := writeNetwork(e.confDir, req)
-	if err != nil {
+	if _, err = writeNetwork(e.confDir, req); err != nil {
 		return err
 	}
+	// Like podman, print the name (Docker prints the new network's ID).
 	_, err = fmt.Fprintln(e.stdout, req.name)
-	_ = file // the path is in the error messages that need it
 	return err
 }
 
