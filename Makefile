@@ -90,11 +90,14 @@ bench: deps build tools
 demo: deps build tools
 	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./demo/demo.sh $(DEMO_FLAGS)
 
-# containerd end to end (root; Debian's containerd and runc): a private
-# containerd in a namespace lab runs maclan for a crictl pod sandbox.
+# End to end (root): a private containerd in a namespace lab runs maclan for
+# a crictl pod sandbox (e2e/run.sh); then Debian's podman, on CNI, walks
+# through Docker's macvlan example with `maclan network` (e2e/podman.sh).
+# Both run; either failing fails the target.
 e2e: deps build tools $(TOOLS)/loopback $(TOOLS)/crictl
 	./scripts/install-deps.sh e2e
-	MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./e2e/run.sh
+	rc=0; MACLAN_BIN_DIR=$(BIN) MACLAN_TOOLS_DIR=$(TOOLS) ./e2e/run.sh || rc=1; \
+		MACLAN_BIN_DIR=$(BIN) ./e2e/podman.sh || rc=1; exit $$rc
 
 $(TOOLS)/loopback:
 	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/plugins/plugins/main/loopback@$(REF_VERSION)

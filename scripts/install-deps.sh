@@ -8,10 +8,12 @@ declare -A pkg_of=(
 	[iptables]=iptables [ndisc6]=ndisc6 [sysctl]=procps [git]=git
 	[etcd]=etcd-server [dnsmasq]=dnsmasq-base
 )
-# `install-deps.sh e2e` adds what make e2e needs: containerd, runc and
-# util-linux (nsenter, unshare).
+# `install-deps.sh e2e` adds what make e2e needs: containerd, runc,
+# util-linux (nsenter, unshare), podman and a static busybox (the podman
+# image).
 if [ "${1:-}" = e2e ]; then
-	pkg_of+=([containerd]=containerd [runc]=runc [nsenter]=util-linux [unshare]=util-linux)
+	pkg_of+=([containerd]=containerd [runc]=runc [nsenter]=util-linux [unshare]=util-linux
+		[podman]=podman [busybox]=busybox-static)
 fi
 missing=()
 for cmd in "${!pkg_of[@]}"; do
