@@ -110,7 +110,7 @@ func TestLifecycleVanishedNamespace(t *testing.T) {
 	removeContainer(t, vanished) // the runtime lost it: no DEL
 
 	_, err := n.attach(patient, newContainer(t), "eth0").add()
-	wantCNIError(t, err, 100, "no free address", subnet)
+	wantCNIError(t, err, 100, "no free address", "192.0.2.25-192.0.2.30")
 	if got := owners(n); !slices.Contains(got, vanished.name) {
 		t.Errorf("the lease of %s was freed before staleAfter: %v", vanished.name, got)
 	}
