@@ -75,6 +75,10 @@ type IPAMConf struct {
 	// (lifecycle.go); empty when it does not say.
 	Workload    string `json:"-"`
 	WorkloadUID string `json:"-"`
+	// HostAttachment (CNI_ARGS MACLAN_HOST_ATTACHMENT=true, sent by maclan
+	// for its host shim): the attachment lives in the host namespace, not
+	// in CNI_NETNS, which its lease therefore does not record.
+	HostAttachment bool `json:"-"`
 }
 
 // IPAMStoreConf selects where leases are kept.

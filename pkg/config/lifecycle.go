@@ -49,6 +49,7 @@ func (c *IPAMConf) collectWorkload(env *ipamEnvelope, cniArgs string) error {
 	if err != nil {
 		return err
 	}
+	c.HostAttachment = args["MACLAN_HOST_ATTACHMENT"] == "true"
 	mesos := env.Args.Mesos.NetworkInfo
 	switch {
 	case env.Args.CNI.Workload != "":

@@ -120,7 +120,11 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	lc := newLifecycle(args.Netns)
+	netns := args.Netns
+	if conf.HostAttachment {
+		netns = ""
+	}
+	lc := newLifecycle(netns)
 	return withStore(conf, lc, log, func(st pluginStore) error {
 		res, err := add(context.Background(), conf, st, lc, args.ContainerID, args.IfName, log)
 		if err != nil {

@@ -80,13 +80,13 @@ type shimLease struct {
 // env names the shim's attachment in place of the runtime's container ID,
 // interface and CNI_ARGS (a static IP=, say, is the container's).
 //
-// The shim lives in the host namespace, not in the container's of the ADD
-// that made it, so its lease must not record that container's namespace:
-// it records /proc/self/ns/net, which exists for whoever looks. So the
-// lease is never taken for one of a vanished namespace, and the sweep after
-// a reboot, when the shim has gone too, gives it back.
+// The shim lives in the host namespace, not in the namespace of the
+// container whose ADD made it: MACLAN_HOST_ATTACHMENT tells maclan-ipam not
+// to record that namespace, so that the lease is never taken for one of a
+// vanished namespace; the sweep after a reboot, when the shim has gone
+// too, gives it back.
 func (l shimLease) env() []string {
-	return []string{"CNI_CONTAINERID=" + l.ContainerID, "CNI_IFNAME=" + l.IfName, "CNI_ARGS=", "CNI_NETNS=/proc/self/ns/net"}
+	return []string{"CNI_CONTAINERID=" + l.ContainerID, "CNI_IFNAME=" + l.IfName, "CNI_ARGS=MACLAN_HOST_ATTACHMENT=true"}
 }
 
 func releaseShimLease(token []byte) error {
