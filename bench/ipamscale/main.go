@@ -33,7 +33,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/maclan-cni/maclan/bench/samples"
+	"github.com/maclan-cni/maclan/integration/samples"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
