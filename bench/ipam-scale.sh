@@ -12,5 +12,10 @@ if [[ -z $REF ]]; then
 fi
 [[ -n $REF ]] || { echo "no host-local found: run 'make tools' or set REF" >&2; exit 1; }
 make -s bin/maclan-ipam
+# bench/ is a Go module of its own: build ipamscale there, run it from here
+# (its default paths and the ones above are relative to the repository).
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go -C bench build -o "$tmp/ipamscale" ./ipamscale
 echo "maclan-ipam: $(bin/maclan-ipam version)   reference: $REF   $(nproc) CPUs, $(uname -r)"
-go run ./bench/ipamscale -ours bin/maclan-ipam -ref "$REF" "$@"
+"$tmp/ipamscale" -ours bin/maclan-ipam -ref "$REF" "$@"

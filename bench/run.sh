@@ -22,8 +22,11 @@ if [[ -z $work ]]; then
 	trap 'rm -rf "$work"' EXIT
 fi
 mkdir -p "$work"
+work=$(cd "$work" && pwd) # absolute: the Go programs are built in bench/
 export MACLAN_BENCH_IPAM_ROUNDS=${MACLAN_BENCH_IPAM_ROUNDS:-7} # keeps make bench under 10 minutes here
-go build -o "$work/ipamscale" ./bench/ipamscale
+# bench/ is a Go module of its own (gonum stays out of the plugins' go.mod):
+# build its programs there, run them from here.
+go -C bench build -o "$work/ipamscale" ./ipamscale
 MACLAN_BENCH_OUT=$work/bench.json MACLAN_BENCH_IPAMSCALE=$work/ipamscale \
 MACLAN_BIN_DIR=$BIN MACLAN_TOOLS_DIR=$TOOLS \
 	go test -tags integration -count=1 -timeout 30m -v \
@@ -31,4 +34,7 @@ MACLAN_BIN_DIR=$BIN MACLAN_TOOLS_DIR=$TOOLS \
 	grep --line-buffered -Ev '^(=== (RUN|PAUSE|CONT)|\s+--- (PASS|SKIP))' || true
 grep -q '^ok' "$work/test.log" || { echo "bench: a workload failed (see above)" >&2; exit 1; }
 [[ -s $work/bench.json ]] || { echo "bench: no samples written" >&2; exit 1; }
-[[ -n ${MACLAN_BENCH_NOREPORT:-} ]] || go run ./bench/report -in "$work/bench.json" -md docs/benchmarks.md -png docs/ipam-scale.png
+if [[ -z ${MACLAN_BENCH_NOREPORT:-} ]]; then
+	go -C bench build -o "$work/report" ./report
+	"$work/report" -in "$work/bench.json" -md docs/benchmarks.md -png docs/ipam-scale.png
+fi

@@ -23,7 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/maclan-cni/maclan/bench/samples"
+	"github.com/maclan-cni/maclan/integration/samples"
 )
 
 // TestBench is the benchmark suite behind `make bench` (bench/run.sh): it

@@ -389,7 +389,7 @@ func decodeOnly(t *testing.T, what string, b []byte, v any) {
 }
 
 // callDirect runs the main plugin binary as a runtime does, from the lab
-// host (the rawCall helper of reliability_test.go), and returns its stdout
+// host (the rawCall helper of reliability_helpers_test.go), and returns its stdout
 // and stderr apart: libcni's invoke would parse the one and pass on the
 // other.
 func callDirect(t *testing.T, n *testNet, command string, stdin []byte, ctr *netNS) (stdout, stderr []byte, err error) {

@@ -13,7 +13,10 @@
 // cannot pass. With -json the samples (wall and CPU time of each exec) are
 // written for bench/report.
 //
-//	go run ./bench/ipamscale -ours bin/maclan-ipam -ref /opt/cni/bin/host-local
+// bench/ is a module of its own; bench/ipam-scale.sh builds this program
+// there and runs it from the repository root, where its default paths point:
+//
+//	REF=/opt/cni/bin/host-local bench/ipam-scale.sh -rounds 21
 package main
 
 import (
@@ -33,7 +36,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/maclan-cni/maclan/bench/samples"
+	"github.com/maclan-cni/maclan/integration/samples"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )

@@ -18,7 +18,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/maclan-cni/maclan/bench/samples"
+	"github.com/maclan-cni/maclan/integration/samples"
 )
 
 //go:embed benchmarks.md.tmpl

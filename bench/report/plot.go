@@ -10,7 +10,7 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 
-	"github.com/maclan-cni/maclan/bench/samples"
+	"github.com/maclan-cni/maclan/integration/samples"
 )
 
 // plotIPAM draws the median latency of each IPAM operation against the

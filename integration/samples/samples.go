@@ -1,6 +1,8 @@
 // Package samples is the file format of the benchmarks: what
 // integration/bench_test.go and bench/ipamscale write and bench/report
-// reads. Times are in microseconds.
+// reads. Times are in microseconds. It lives in the main module, beside its
+// writer TestBench, so that there is one definition: the bench module
+// (bench/go.mod) imports it through its replace directive.
 package samples
 
 import "time"
