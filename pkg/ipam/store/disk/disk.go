@@ -253,18 +253,24 @@ func syncDir(dir string) error {
 }
 
 func (s *Store) readLease(ip netip.Addr) (store.Lease, error) {
+	l, _, err := s.readLeaseVersion(ip)
+	return l, err
+}
+
+// readLeaseVersion is readLease, also returning the record's version.
+func (s *Store) readLeaseVersion(ip netip.Addr) (store.Lease, int, error) {
 	name := ip.String()
 	b, err := safefs.ReadFile(filepath.Join(s.dir, leaseDir, name), maxRecordSize)
 	if errors.Is(err, fs.ErrNotExist) {
-		return store.Lease{}, fmt.Errorf("lease %s: %w", name, store.ErrNotFound)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: %w", name, store.ErrNotFound)
 	}
 	if planted(err) {
-		return store.Lease{}, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
 	}
 	if err != nil {
-		return store.Lease{}, s.unavailable("read lease "+name, err)
+		return store.Lease{}, 0, s.unavailable("read lease "+name, err)
 	}
-	return decodeLease(name, b)
+	return decodeLeaseVersion(name, b)
 }
 
 // planted reports a record that is not a small regular file: a symbolic

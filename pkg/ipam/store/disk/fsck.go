@@ -104,10 +104,18 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 			}
 			continue
 		}
-		l, err := s.readLease(ip)
+		l, version, err := s.readLeaseVersion(ip)
 		switch {
 		case err == nil:
 			valid[ip] = l
+			if version < leaseVersion {
+				if err := fix(Problem{Kind: "old-format", Where: rel, Detail: fmt.Sprintf("lease record version %d; rewritten as version %d "+
+					"(its host and boot stay unknown, so the sweep after a reboot leaves it alone)", version, leaseVersion)}, func() error {
+					return s.writeFileMode(leaseDir, name, encodeLease(l), true, false) // replaces it atomically
+				}); err != nil {
+					return rep, err
+				}
+			}
 		case errors.Is(err, store.ErrCorrupt):
 			corrupt = append(corrupt, ip)
 		default:
