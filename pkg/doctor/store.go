@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/holder"
 	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
@@ -229,10 +230,38 @@ func tooLarge(r iprange.Range) bool {
 	return binary.BigEndian.Uint32(e[12:])-binary.BigEndian.Uint32(s[12:]) >= maxCount
 }
 
-// leaseLifecycle is the hook for the checks of leases that outlived their
-// container: leases taken in an earlier boot, and leases whose network
-// namespace has vanished. Both need what a lease does not record yet (the
-// boot id and the namespace path), so it only says that it skipped them.
+// leaseLifecycle counts the leases that outlived their container and that
+// maclan-ipam gives back by itself (docs/ipam.md, "Lease lifecycle"):
+// leases this host took in an earlier boot (the next call sweeps them,
+// unless reclaimAfterReboot is off), and leases of this boot whose network
+// namespace has gone (reclaimed when the range is full, or by "maclan-ipam
+// gc --stale").
 func leaseLifecycle(leases []store.Lease) []Result {
-	return []Result{skip("lease-life", "leases of an earlier boot or of vanished namespaces: not checked (%d leases; leases do not record a boot id or netns path yet)", len(leases))}
+	id, err := holder.Current()
+	if err != nil {
+		return []Result{skip("lease-life", "cannot tell this host's boot: %v", err)}
+	}
+	var earlier, vanished, legacy int
+	for _, l := range leases {
+		if l.Conflict != "" || l.IsSticky() {
+			continue
+		}
+		switch {
+		case l.Host == "" && l.Boot == "":
+			legacy++
+		case l.Host != id.Host:
+		case l.Boot != id.Boot:
+			earlier++
+		case l.Netns != "":
+			if gone, err := holder.NetnsGone(l.Netns); err == nil && gone {
+				vanished++
+			}
+		}
+	}
+	if earlier+vanished == 0 {
+		return []Result{ok("lease-life", "no lease of an earlier boot or of a vanished namespace (%d leases; %d written before leases recorded their host)", len(leases), legacy)}
+	}
+	return []Result{warn("lease-life",
+		"nothing to do if the next ADD may free them; to free them now: maclan-ipam gc --stale (vanished namespaces), any CNI call on the network (earlier boot)",
+		"%d leases of an earlier boot of this host and %d of vanished namespaces hold addresses", earlier, vanished)}
 }
