@@ -21,6 +21,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/maclan-cni/maclan/pkg/ipam/holder"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
@@ -157,6 +158,53 @@ type lsRow struct {
 	Created     time.Time `json:"created"`
 	// Conflict is the MAC of a LAN device found using the address.
 	Conflict string `json:"conflict,omitempty"`
+	// The lifecycle fields (docs/ipam.md, "Lease lifecycle").
+	Host        string    `json:"host,omitempty"`
+	Boot        string    `json:"boot,omitempty"`
+	ThisBoot    bool      `json:"thisBoot"`
+	Netns       string    `json:"netns,omitempty"`
+	Workload    string    `json:"workload,omitempty"`
+	WorkloadUID string    `json:"workloadUID,omitempty"`
+	Released    time.Time `json:"released,omitzero"`
+}
+
+func newLsRow(network string, l store.Lease, me holder.Identity) lsRow {
+	return lsRow{
+		Network: network, IP: l.IP.String(), ContainerID: l.ContainerID, IfName: l.IfName, Created: l.Created,
+		Conflict: l.Conflict, Host: l.Host, Boot: l.Boot, ThisBoot: l.Boot != "" && l.Host == me.Host && l.Boot == me.Boot,
+		Netns: l.Netns, Workload: l.Workload, WorkloadUID: l.WorkloadUID, Released: l.Released,
+	}
+}
+
+// boot says in a word whether the lease was taken in this host's current
+// boot, for the table.
+func (r lsRow) boot() string {
+	switch {
+	case r.Boot == "":
+		return "-"
+	case r.ThisBoot:
+		return "this"
+	default:
+		return "earlier"
+	}
+}
+
+// note explains a lease that holds no container.
+func (r lsRow) note() string {
+	switch {
+	case r.Conflict != "":
+		return "in use on the LAN by " + cell(r.Conflict)
+	case !r.Released.IsZero():
+		return "held for " + cell(r.Workload) + " since " + r.Released.Local().Format(time.RFC3339)
+	}
+	return ""
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return cell(s)
 }
 
 func (c *cli) ls(args []string) error {
@@ -175,6 +223,7 @@ func (c *cli) ls(args []string) error {
 		return err
 	}
 	rows := []lsRow{}
+	me, _ := holder.Current() // unknown: no lease shows as of this boot
 	var damaged []error
 	for _, n := range nets {
 		st, err := sf.open(n)
@@ -195,7 +244,7 @@ func (c *cli) ls(args []string) error {
 			damaged = append(damaged, fmt.Errorf("network %s: %w", n, err))
 		}
 		for _, l := range leases {
-			rows = append(rows, lsRow{n, l.IP.String(), l.ContainerID, l.IfName, l.Created, l.Conflict})
+			rows = append(rows, newLsRow(n, l, me))
 		}
 	}
 	if *output == "json" {
@@ -206,13 +255,10 @@ func (c *cli) ls(args []string) error {
 		}
 	} else {
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-		_, _ = fmt.Fprintln(tw, "NETWORK\tIP\tCONTAINER ID\tIFNAME\tCREATED\tNOTE") // errors surface at Flush
+		_, _ = fmt.Fprintln(tw, "NETWORK\tIP\tCONTAINER ID\tIFNAME\tCREATED\tWORKLOAD\tNETNS\tHOST\tBOOT\tNOTE") // errors surface at Flush
 		for _, r := range rows {
-			note := ""
-			if r.Conflict != "" {
-				note = "in use on the LAN by " + cell(r.Conflict)
-			}
-			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(r.Network), r.IP, cell(r.ContainerID), cell(r.IfName), r.Created.Local().Format(time.RFC3339), note) // errors surface at Flush
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(r.Network), r.IP, cell(r.ContainerID), cell(r.IfName),
+				r.Created.Local().Format(time.RFC3339), dash(r.Workload), dash(r.Netns), dash(r.Host), r.boot(), r.note()) // errors surface at Flush
 		}
 		if err := tw.Flush(); err != nil {
 			return err
