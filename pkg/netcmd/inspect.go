@@ -192,7 +192,9 @@ func rangeText(r iprange.Range) string {
 }
 
 // containers groups the leases by attachment, with the name and MAC the
-// cache knows; the records of LAN devices go apart.
+// cache knows, else the lease's workload and the MAC of the live link in
+// the lease's namespace; the records of LAN devices and the sticky holds
+// go apart (holds are not listed).
 func containers(n network, leases []lease, cache map[attachment]cached) (map[string]ctrOut, map[string]string) {
 	ctrs := map[string]ctrOut{}
 	var conflicts map[string]string
@@ -212,6 +214,12 @@ func containers(n network, leases []lease, cache map[attachment]cached) (map[str
 		if c.IfName == "" {
 			info := cache[attachment{l.ContainerID, l.IfName}]
 			c = ctrOut{Name: info.name, IfName: l.IfName, MacAddress: info.mac}
+			if c.Name == "" {
+				c.Name = l.Workload
+			}
+			if c.MacAddress == "" {
+				c.MacAddress = liveMAC(l.Netns, l.IfName)
+			}
 			if strings.HasPrefix(l.ContainerID, shimPrefix) {
 				c.Name = "(host shim)"
 			}

@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netns"
+
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
@@ -27,11 +30,18 @@ type lease struct {
 	// Conflict is the MAC of a LAN device found using IP (conflict
 	// detection): the record holds no container.
 	Conflict string
+	// Netns and Workload: where and for whom the lease was taken (empty in
+	// leases written before leases recorded them).
+	Netns    string
+	Workload string
+	// Sticky: a hold for a workload whose container has gone (stickyFor).
+	Sticky bool
 }
 
 // inUse reports whether the lease is held by an attachment (a container
-// or the host shim) rather than kept for a device found on the LAN.
-func (l lease) inUse() bool { return l.Conflict == "" }
+// or the host shim) rather than kept for a device found on the LAN or for
+// a workload that may come back.
+func (l lease) inUse() bool { return l.Conflict == "" && !l.Sticky }
 
 // shimPrefix starts the container ID under which the host shim of a master
 // holds its leases (plugins/maclan/hostshim.go, shimAttachment).
@@ -80,7 +90,8 @@ func diskLeases(dir, network string) ([]lease, error) {
 	// Damaged records are left out; `maclan-ipam fsck` reports them.
 	ls := make([]lease, 0, len(got))
 	for _, l := range got {
-		ls = append(ls, lease{IP: l.IP, ContainerID: l.ContainerID, IfName: l.IfName, Conflict: l.Conflict})
+		ls = append(ls, lease{IP: l.IP, ContainerID: l.ContainerID, IfName: l.IfName, Conflict: l.Conflict,
+			Netns: l.Netns, Workload: l.Workload, Sticky: l.IsSticky()})
 	}
 	return ls, nil
 }
@@ -106,10 +117,13 @@ func (e *env) etcdLeases(network string, c *config.IPAMConf) ([]lease, error) {
 		return nil, fmt.Errorf("list the etcd leases of %s with %s: %w: %s", network, e.ipamEtcd, err, strings.TrimSpace(stderr.String()))
 	}
 	var rows []struct {
-		IP          string `json:"ip"`
-		ContainerID string `json:"containerID"`
-		IfName      string `json:"ifName"`
-		Conflict    string `json:"conflict"`
+		IP          string    `json:"ip"`
+		ContainerID string    `json:"containerID"`
+		IfName      string    `json:"ifName"`
+		Conflict    string    `json:"conflict"`
+		Netns       string    `json:"netns"`
+		Workload    string    `json:"workload"`
+		Released    time.Time `json:"released"`
 	}
 	if err := json.Unmarshal(out, &rows); err != nil {
 		return nil, fmt.Errorf("decode the output of %s ls: %w", e.ipamEtcd, err)
@@ -120,7 +134,8 @@ func (e *env) etcdLeases(network string, c *config.IPAMConf) ([]lease, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s ls: address %q: %w", e.ipamEtcd, r.IP, err)
 		}
-		ls = append(ls, lease{IP: ip, ContainerID: r.ContainerID, IfName: r.IfName, Conflict: r.Conflict})
+		ls = append(ls, lease{IP: ip, ContainerID: r.ContainerID, IfName: r.IfName, Conflict: r.Conflict,
+			Netns: r.Netns, Workload: r.Workload, Sticky: !r.Released.IsZero()})
 	}
 	return ls, nil
 }
@@ -207,4 +222,28 @@ func workloadName(args [][2]string) string {
 		return ns + "/" + name
 	}
 	return name
+}
+
+// liveMAC reads the MAC of the attachment's interface from its network
+// namespace, through a netlink handle bound to it (the namespace is never
+// entered). "" when the namespace or the link is gone.
+func liveMAC(netnsPath, ifName string) string {
+	if netnsPath == "" {
+		return ""
+	}
+	nsh, err := netns.GetFromPath(netnsPath)
+	if err != nil {
+		return ""
+	}
+	defer nsh.Close()
+	h, err := netlinksafe.NewHandleAt(nsh)
+	if err != nil {
+		return ""
+	}
+	defer h.Close()
+	link, err := h.LinkByName(ifName)
+	if err != nil {
+		return ""
+	}
+	return link.Attrs().HardwareAddr.String()
 }
