@@ -48,8 +48,8 @@ type ipamConfigOut struct {
 }
 
 // ctrOut is one attachment holding leases. MacAddress and Name come from
-// libcni's result cache, when the runtime keeps one there ("" otherwise):
-// the lease store does not record them.
+// libcni's result cache when the runtime keeps one there, else from the
+// lease (its workload, and the live link in its namespace).
 type ctrOut struct {
 	Name        string `json:"Name"`
 	IfName      string `json:"IfName"`
