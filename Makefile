@@ -70,12 +70,28 @@ race:
 # Each fuzz target for a bounded number of executions. A count, not a
 # duration: go1.26's fuzz coordinator can report a spurious "context deadline
 # exceeded" failure when a -fuzztime duration expires (golang/go#75804, fixed
-# in go1.27); a count has no deadline to race.
+# in go1.27); a count has no deadline to race. Every target caps the size of
+# its input, so that no single input can run long; each entry is
+# PACKAGE:TARGET[:EXECUTIONS] (FuzzReadResolvConf writes a file per input,
+# about 10x slower than the others, so it runs fewer).
 FUZZTIME ?= 500000x
+FUZZ_TARGETS := \
+	./pkg/config:FuzzParseNetConf ./pkg/config:FuzzParseIPAMConf \
+	./pkg/ipam/store/disk:FuzzDecodeLease ./pkg/ipam/store/disk:FuzzDecodeAttach ./pkg/ipam/store/disk:FuzzChunkUnmarshal \
+	./pkg/ipam/iprange:FuzzParseAddrs ./pkg/ipam/iprange:FuzzRangeSet \
+	./pkg/arp:FuzzAnswer ./pkg/logging:FuzzLogLine ./pkg/shim:FuzzParseRecord \
+	./pkg/doctor:FuzzAdvertisedBy ./pkg/netcmd:FuzzParseNetwork \
+	./plugins/maclan-ipam:FuzzHostLocalFiles ./plugins/maclan-ipam:FuzzReadResolvConf:50000x
+# The etcd store's decoders build only with -tags etcd.
+FUZZ_ETCD_TARGETS :=
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseNetConf$$' -fuzztime $(FUZZTIME) ./pkg/config
-	$(GO) test -run '^$$' -fuzz '^FuzzParseIPAMConf$$' -fuzztime $(FUZZTIME) ./pkg/config
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeLease$$' -fuzztime $(FUZZTIME) ./pkg/ipam/store/disk
+	@set -e; for t in $(FUZZ_TARGETS) $(addprefix etcd@,$(FUZZ_ETCD_TARGETS)); do \
+		tags=; case $$t in etcd@*) tags="-tags etcd"; t=$${t#etcd@};; esac; \
+		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; n=$(FUZZTIME); \
+		case $$rest in *:*) n=$${rest#*:};; esac; \
+		echo "fuzz $$name in $$pkg ($$n)"; \
+		$(GO) test $$tags -run '^$$' -fuzz "^$$name\$$" -fuzztime $$n $$pkg; \
+	done
 
 install: build
 	install -d $(CNI_BIN_DIR)
