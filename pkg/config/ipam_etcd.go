@@ -48,6 +48,11 @@ func (e *IPAMEtcdConf) validate() error {
 	}
 	secure := false
 	for i, ep := range e.Endpoints {
+		if endpointCredentials(ep) {
+			// Checked first, so that no other message repeats the URL.
+			return invalid("ipam.store.endpoints[%d]: the URL carries a user name or password, which would be "+
+				"repeated in logs and error messages; remove it and authenticate with a TLS client certificate (ipam.store.tls.cert, ipam.store.tls.key)", i)
+		}
 		u, err := url.Parse(ep)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
 			return invalid("ipam.store.endpoints[%d] %q: want http://host:port or https://host:port", i, ep)
@@ -95,3 +100,17 @@ func (e *IPAMEtcdConf) validate() error {
 // ValidateEtcd applies the defaults to an etcd store object given outside
 // a net conf (the operator tool's flags) and checks it.
 func ValidateEtcd(e *IPAMEtcdConf) error { return e.validate() }
+
+// endpointCredentials reports whether an endpoint URL has a userinfo part
+// (RFC 3986 section 3.2.1: "user:password@" before the host), whether or
+// not it parses: an '@' in the authority, the part after "scheme://" (or
+// from the start, without one) up to the first '/', '?' or '#'.
+func endpointCredentials(ep string) bool {
+	if _, rest, ok := strings.Cut(ep, "://"); ok {
+		ep = rest
+	}
+	if i := strings.IndexAny(ep, "/?#"); i >= 0 {
+		ep = ep[:i]
+	}
+	return strings.Contains(ep, "@")
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -66,3 +67,30 @@ func TestParseIPAMConfEtcd(t *testing.T) {
 		})
 	}
 }
+
+// TestEtcdEndpointCredentials: a user or password in an endpoint URL is
+// refused, naming the field, and the error never shows the password, even
+// where the URL is wrong in other ways too.
+func TestEtcdEndpointCredentials(t *testing.T) {
+	for _, ep := range []string{
+		"http://maclan:s3cret@a:2379",
+		"https://s3cret@a:2379",
+		"http://maclan:s3cret@a",         // and no port
+		"http://maclan:s3cret@a:2379/v3", // and a path
+		"maclan:s3cret@a:2379",           // no scheme
+		"http://maclan:s3cret%zz@a:2379", // unparsable
+	} {
+		conf := ipamNet("1.1.0", `{"store":{"type":"etcd","endpoints":["http://b:2379",`+strconvQuote(ep)+`]},"ranges":[[{"subnet":"10.1.0.0/24"}]]}`, "")
+		_, err := ParseIPAMConf([]byte(conf), "")
+		if err == nil || !errors.Is(err, ErrInvalid) {
+			t.Errorf("endpoint %q: got %v, want ErrInvalid", ep, err)
+			continue
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "s3cret") || !strings.Contains(msg, "store.endpoints[1]") || !strings.Contains(msg, "TLS client certificate") {
+			t.Errorf("endpoint %q: got %q, want store.endpoints[1] named, TLS client certificates advised, no password", ep, msg)
+		}
+	}
+}
+
+func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }

@@ -353,7 +353,7 @@ func (c *cli) fsck(args []string) error {
 		})
 		err = errors.Join(err, st.Close())
 		for _, p := range rep.Problems {
-			if !p.Repaired {
+			if !p.Repaired && p.Kind != "foreign" { // another program's key: a note, never repaired
 				unrepaired++
 			}
 			if _, werr := fmt.Fprintf(c.stdout, "%s: %s\n", n, p); werr != nil {

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/maclan-cni/maclan/pkg/ipam/store/etcdtest"
 )
@@ -109,4 +115,72 @@ func resultIPs(t *testing.T, out string) []string {
 		ips = append(ips, ip.Address)
 	}
 	return ips
+}
+
+// TestEtcdStrayKeysCLI: 300 keys of another program under the network's
+// lease prefix, right after the first candidate's key, and others beside
+// them. ADD gets the first address (it used to spin on them), DEL releases
+// it, fsck --repair reports them and leaves them, and they are all kept.
+func TestEtcdStrayKeysCLI(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close() //nolint:errcheck // test
+	stray := map[string]string{"/stray/net1/config": "someone else's", "/stray/net1/attach/c1=eth0/notes": "x"}
+	for i := range 300 {
+		stray[fmt.Sprintf("/stray/net1/lease/4-0a010002/other/%03d", i)] = "x"
+	}
+	ctx := context.Background()
+	for k, v := range stray {
+		if _, err := cli.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	conf := etcdConf(dir, srv.Endpoint(), "/stray")
+	if got := resultIPs(t, ok(t, call{cmd: "ADD", id: "c1", conf: conf})); !slices.Equal(got, []string{"10.1.0.2/24", "fd00::2/64"}) {
+		t.Errorf("ADD beside stray keys = %v, want 10.1.0.2 and fd00::2", got)
+	}
+	etcdFlags := []string{"--data-dir", dir, "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/stray"}
+	out, code := runCLIBinary(t, append([]string{"fsck", "--repair"}, etcdFlags...)...)
+	if code != 0 || strings.Count(out, "foreign ") != len(stray) || strings.Contains(out, "(repaired)") {
+		t.Errorf("fsck --repair beside stray keys: exit %d, want 0 and %d foreign keys left alone\n%s", code, len(stray), out)
+	}
+	ok(t, call{cmd: "DEL", id: "c1", conf: conf})
+	resp, err := cli.Get(ctx, "/stray/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]string{}
+	for _, kv := range resp.Kvs {
+		if !strings.HasPrefix(string(kv.Key), "/stray/net1/cursor/") {
+			left[string(kv.Key)] = string(kv.Value)
+		}
+	}
+	if !maps.Equal(left, stray) {
+		t.Errorf("after DEL, etcd holds %d keys besides cursors, want exactly the %d stray keys", len(left), len(stray))
+	}
+}
+
+// TestEtcdManyRangeSets: an attachment with an address in each of 100
+// range sets is added and deleted through the binary; DEL used to fail
+// for good above 60.
+func TestEtcdManyRangeSets(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	var sets []string
+	for i := range 100 {
+		sets = append(sets, fmt.Sprintf(`[{"subnet":"10.%d.0.0/24"}]`, i))
+	}
+	dir := t.TempDir()
+	conf := netconf("1.1.0", dir, `"ranges":[`+strings.Join(sets, ",")+fmt.Sprintf(`],"store":{"type":"etcd","endpoints":[%q],"prefix":"/many","dialTimeout":"500ms"}`, srv.Endpoint()), "")
+	if got := resultIPs(t, ok(t, call{cmd: "ADD", id: "c1", conf: conf})); len(got) != 100 {
+		t.Fatalf("ADD with 100 range sets = %d addresses, want 100", len(got))
+	}
+	ok(t, call{cmd: "DEL", id: "c1", conf: conf})
+	out, code := runCLIBinary(t, "ls", "--data-dir", dir, "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/many")
+	if code != 0 || strings.Contains(out, "10.") {
+		t.Errorf("ls after DEL: exit %d, want no lease\n%s", code, out)
+	}
 }

@@ -129,8 +129,8 @@ func New(network string, opts Options) (*Store, error) {
 	if err := store.ValidateName("network name", network); err != nil {
 		return nil, fmt.Errorf("open etcd store: %w", err)
 	}
-	if len(opts.Endpoints) == 0 {
-		return nil, errors.New("open etcd store: no endpoints")
+	if err := checkEndpoints(opts.Endpoints); err != nil {
+		return nil, fmt.Errorf("open etcd store: %w", err)
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
@@ -204,8 +204,15 @@ func ValidatePrefix(p string) error {
 // Network is the network the store belongs to.
 func (s *Store) Network() string { return s.network }
 
-// Endpoints names the etcd endpoints, as error messages do.
-func (s *Store) Endpoints() string { return strings.Join(s.opts.Endpoints, ",") }
+// Endpoints names the etcd endpoints, as error messages do, without any
+// credentials (New refuses them; this is a second line).
+func (s *Store) Endpoints() string {
+	eps := make([]string, len(s.opts.Endpoints))
+	for i, ep := range s.opts.Endpoints {
+		eps[i] = redactEndpoint(ep)
+	}
+	return strings.Join(eps, ",")
+}
 
 // Root is the key prefix of the network, ending in '/'.
 func (s *Store) Root() string { return s.root }
@@ -234,7 +241,7 @@ func (s *Store) Close() error {
 // reservations are not made permanent.
 func (s *Store) unavailable(what string, err error) error {
 	s.tainted = true
-	cause := err.Error()
+	cause := redactAll(err.Error(), s.opts.Endpoints)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		cause = "no answer in time (" + cause + ")"
@@ -277,8 +284,14 @@ func addrKey(ip netip.Addr) string {
 	return "6-" + hex.EncodeToString(b[:])
 }
 
-// parseAddrKey is the inverse of addrKey.
+// parseAddrKey is the inverse of addrKey: it accepts only what addrKey
+// writes (lowercase hex, fixed width), so that one address has one key.
 func parseAddrKey(k string) (netip.Addr, bool) {
+	ip, ok := parseAddrHex(k)
+	return ip, ok && addrKey(ip) == k
+}
+
+func parseAddrHex(k string) (netip.Addr, bool) {
 	fam, h, ok := strings.Cut(k, "-")
 	if !ok {
 		return netip.Addr{}, false
@@ -367,8 +380,11 @@ func (s *Store) Unlock() error {
 
 // commit detaches the pending keys from their etcd leases, in
 // transactions that check first that each is still bound to the lease it
-// was written with, and writes the cursors with the first. A lease and its
-// index key always travel in the same transaction. An ADD takes one.
+// was written with, and then writes the cursors. A lease and its index key
+// always travel in the same transaction. An ADD takes one transaction; an
+// attachment with many range sets takes as many as etcd's limit on
+// operations requires (each carries at least one pair or cursor, so the
+// loop ends).
 func (s *Store) commit() error {
 	keys := make([]string, 0, len(s.pending))
 	for k := range s.pending {
@@ -376,48 +392,60 @@ func (s *Store) commit() error {
 	}
 	slices.Sort(keys)
 	pairs := pairUp(keys)
-	var cursorOps []clientv3.Op
-	for set, ip := range s.cursors {
-		cursorOps = append(cursorOps, clientv3.OpPut(s.cursorKey(set), ip.String()))
+	sets := make([]string, 0, len(s.cursors))
+	for set := range s.cursors {
+		sets = append(sets, set)
 	}
-	for first := true; first || len(pairs) > 0; first = false {
-		n := 0
+	slices.Sort(sets)
+	for len(pairs) > 0 || len(sets) > 0 {
 		var cmps []clientv3.Cmp
 		var ops []clientv3.Op
-		if first {
-			ops = cursorOps
-		}
-		for n < len(pairs) && len(ops)+len(pairs[n]) <= maxTxnOps {
+		n := 0
+		for n < len(pairs) && (n == 0 || len(ops)+len(pairs[n]) <= maxTxnOps) {
 			for _, k := range pairs[n] {
 				cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(k), "=", int64(s.pending[k])))
 				ops = append(ops, clientv3.OpPut(k, "", clientv3.WithIgnoreValue()))
 			}
 			n++
 		}
-		ctx, cancel := s.request(context.Background())
-		sent := ctx.Err() == nil // else the connection was known lost: not sent
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		cancel()
-		if err != nil {
-			err = s.unavailable("make reservations permanent within "+s.opts.RequestTimeout.String()+" (they expire in "+s.opts.PendingTTL.String()+")", err)
-			if sent {
-				var rest []string
-				for _, p := range pairs {
-					rest = append(rest, p...)
-				}
-				if jerr := s.noteUnsure(rest); jerr != nil {
-					err = errors.Join(err, fmt.Errorf("note the unsure commit in %s (a DEL of the attachment releases it): %w", s.journalPath(), jerr))
-				}
-			}
+		c := 0
+		for n == len(pairs) && c < len(sets) && len(ops) < maxTxnOps {
+			ops = append(ops, clientv3.OpPut(s.cursorKey(sets[c]), s.cursors[sets[c]].String()))
+			c++
+		}
+		if err := s.commitTxn(cmps, ops, pairs); err != nil {
 			return err
 		}
-		if !resp.Succeeded {
-			// Only an expiry (a section slower than PendingTTL) or a hand
-			// edit gets here; the address may now be someone else's. The
-			// cursors, hints only, were not written either.
-			return fmt.Errorf("etcd at %s, network %q: reservations expired before they were made permanent: %w", s.Endpoints(), s.network, store.ErrUnavailable)
+		pairs, sets = pairs[n:], sets[c:]
+	}
+	return nil
+}
+
+// commitTxn runs one transaction of commit; pairs are the keys not yet
+// made permanent, for the unsure journal.
+func (s *Store) commitTxn(cmps []clientv3.Cmp, ops []clientv3.Op, pairs [][]string) error {
+	ctx, cancel := s.request(context.Background())
+	sent := ctx.Err() == nil // else the connection was known lost: not sent
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	cancel()
+	if err != nil {
+		err = s.unavailable("make reservations permanent within "+s.opts.RequestTimeout.String()+" (they expire in "+s.opts.PendingTTL.String()+")", err)
+		if sent {
+			var rest []string
+			for _, p := range pairs {
+				rest = append(rest, p...)
+			}
+			if jerr := s.noteUnsure(rest); jerr != nil {
+				err = errors.Join(err, fmt.Errorf("note the unsure commit in %s (a DEL of the attachment releases it): %w", s.journalPath(), jerr))
+			}
 		}
-		pairs = pairs[n:]
+		return err
+	}
+	if !resp.Succeeded {
+		// Only an expiry (a section slower than PendingTTL) or a hand
+		// edit gets here; the address may now be someone else's. The
+		// cursors, hints only, were not written either.
+		return fmt.Errorf("etcd at %s, network %q: reservations expired before they were made permanent: %w", s.Endpoints(), s.network, store.ErrUnavailable)
 	}
 	return nil
 }
@@ -572,74 +600,91 @@ func (s *Store) attachment(op, containerID, ifName string) (subject, prefix stri
 	return containerID + "/" + ifName, s.attachPrefix(containerID, ifName), nil
 }
 
-// ReleaseByID removes the attachment's leases through its index keys. A
-// lease whose create revision equals its index key's was written with it
-// in one transaction and so is the attachment's: the common case takes one
-// read and one transaction. Otherwise (a lease re-indexed by fsck) the
-// leases are read and those the attachment holds are deleted.
+// releaseChunk is how many addresses one release transaction carries: a
+// compare and two deletes each, under etcd's limit on operations.
+const releaseChunk = maxTxnOps / 2
+
+// indexEntry is an index key of an attachment and the address it names.
+type indexEntry struct {
+	kv *mvccKV
+	ip netip.Addr
+}
+
+// ReleaseByID removes the attachment's leases through its index keys, a
+// chunk of releaseChunk addresses per transaction: an attachment holds one
+// address per range set, and nothing bounds their number. A lease whose
+// create revision equals its index key's was written with it in one
+// transaction and so is the attachment's: the common case takes one read
+// and one transaction. Otherwise (a lease re-indexed by fsck) the chunk's
+// leases are read and those the attachment holds are deleted. Keys under
+// the attachment's prefix that are not index keys are not maclan's and
+// stay. Each chunk released deletes its index keys, so the loop ends: at
+// most one round per chunk, and five rounds lost to concurrent changes.
 func (s *Store) ReleaseByID(ctx context.Context, containerID, ifName string) ([]netip.Addr, error) {
-	subject, prefix, err := s.attachment("release", containerID, ifName)
+	subject, _, err := s.attachment("release", containerID, ifName)
 	if err != nil {
 		return nil, err
 	}
-	for range 5 { // a concurrent change of the same keys is rare; retry a few times
-		rctx, cancel := s.request(ctx)
-		resp, err := s.cli.Get(rctx, prefix, clientv3.WithPrefix())
-		cancel()
+	var released []netip.Addr
+	for lost := 0; lost < 5; { // a concurrent change of the same keys is rare; retry a few times
+		index, err := s.readIndex(ctx, containerID, ifName)
 		if err != nil {
-			return nil, s.unavailable("release "+subject, err)
+			return nil, fmt.Errorf("release %s: %w", subject, err)
 		}
-		if len(resp.Kvs) == 0 {
-			return nil, nil
+		if len(index) == 0 {
+			return released, nil
 		}
-		if len(resp.Kvs) > maxTxnOps/2 {
-			return nil, fmt.Errorf("release %s: %d index keys, more than one transaction holds: %w", subject, len(resp.Kvs), store.ErrCorrupt)
-		}
-		ips, done, err := s.releaseFast(ctx, prefix, resp.Kvs)
+		chunk := index[:min(len(index), releaseChunk)]
+		ips, done, err := s.releaseFast(ctx, chunk)
 		if err == nil && !done {
-			ips, done, err = s.releaseSlow(ctx, containerID, ifName, resp.Kvs)
+			ips, done, err = s.releaseSlow(ctx, containerID, ifName, chunk)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("release %s: %w", subject, err)
 		}
-		if done {
-			for _, kv := range resp.Kvs {
-				delete(s.pending, string(kv.Key))
-			}
-			for _, ip := range ips {
-				delete(s.pending, s.leaseKey(ip))
-			}
-			return ips, nil
+		if !done {
+			lost++
+			continue
 		}
+		for _, e := range chunk {
+			delete(s.pending, string(e.kv.Key))
+		}
+		for _, ip := range ips {
+			delete(s.pending, s.leaseKey(ip))
+		}
+		released = append(released, ips...)
 	}
 	return nil, fmt.Errorf("release %s: the index kept changing under us: %w", subject, store.ErrUnavailable)
 }
 
-// indexAddrs returns the addresses named by an attachment's index keys.
-func indexAddrs(prefix string, index []*mvccKV) []netip.Addr {
-	var ips []netip.Addr
-	for _, kv := range index {
+// readIndex reads the index keys of an attachment, all at one revision,
+// leaving out keys under its prefix that are not index keys.
+func (s *Store) readIndex(ctx context.Context, containerID, ifName string) ([]indexEntry, error) {
+	prefix := s.attachPrefix(containerID, ifName)
+	kvs, _, err := s.rangeAll(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var index []indexEntry
+	for _, kv := range kvs {
 		if ip, ok := parseAddrKey(strings.TrimPrefix(string(kv.Key), prefix)); ok {
-			ips = append(ips, ip)
+			index = append(index, indexEntry{kv, ip})
 		}
 	}
-	return ips
+	return index, nil
 }
 
-// releaseFast deletes the index and the leases written with it, if every
-// lease still has its index key's create revision.
-func (s *Store) releaseFast(ctx context.Context, prefix string, index []*mvccKV) ([]netip.Addr, bool, error) {
+// releaseFast deletes the index keys and the leases written with them, if
+// every lease still has its index key's create revision.
+func (s *Store) releaseFast(ctx context.Context, chunk []indexEntry) ([]netip.Addr, bool, error) {
 	var cmps []clientv3.Cmp
-	ops := []clientv3.Op{clientv3.OpDelete(prefix, clientv3.WithPrefix())}
-	ips := indexAddrs(prefix, index)
-	for _, kv := range index {
-		ip, ok := parseAddrKey(strings.TrimPrefix(string(kv.Key), prefix))
-		if !ok {
-			continue // a stray key under the prefix goes with the prefix
-		}
-		lk := s.leaseKey(ip)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(lk), "=", kv.CreateRevision))
-		ops = append(ops, clientv3.OpDelete(lk))
+	var ops []clientv3.Op
+	ips := make([]netip.Addr, 0, len(chunk))
+	for _, e := range chunk {
+		lk := s.leaseKey(e.ip)
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(lk), "=", e.kv.CreateRevision))
+		ops = append(ops, clientv3.OpDelete(string(e.kv.Key)), clientv3.OpDelete(lk))
+		ips = append(ips, e.ip)
 	}
 	rctx, cancel := s.request(ctx)
 	defer cancel()
@@ -650,20 +695,24 @@ func (s *Store) releaseFast(ctx context.Context, prefix string, index []*mvccKV)
 	return ips, resp.Succeeded, nil
 }
 
-// releaseSlow reads the leases the index names and deletes, with the
-// index, those the attachment holds, if none changed since read.
-func (s *Store) releaseSlow(ctx context.Context, containerID, ifName string, index []*mvccKV) ([]netip.Addr, bool, error) {
-	prefix := s.attachPrefix(containerID, ifName)
-	named := indexAddrs(prefix, index)
+// releaseSlow reads the leases the chunk names and deletes, with the
+// chunk's index keys, those the attachment holds, if none changed since
+// read.
+func (s *Store) releaseSlow(ctx context.Context, containerID, ifName string, chunk []indexEntry) ([]netip.Addr, bool, error) {
+	named := make([]netip.Addr, len(chunk))
+	for i, e := range chunk {
+		named[i] = e.ip
+	}
 	kvs, err := s.getLeases(ctx, named)
 	if err != nil {
 		return nil, false, err
 	}
 	var ips []netip.Addr
 	var cmps []clientv3.Cmp
-	ops := []clientv3.Op{clientv3.OpDelete(prefix, clientv3.WithPrefix())}
+	var ops []clientv3.Op
 	for i, kv := range kvs {
 		lk := s.leaseKey(named[i])
+		ops = append(ops, clientv3.OpDelete(string(chunk[i].kv.Key)))
 		if kv == nil {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(lk), "=", 0))
 			continue
@@ -683,26 +732,33 @@ func (s *Store) releaseSlow(ctx context.Context, containerID, ifName string, ind
 	return ips, resp.Succeeded, nil
 }
 
-// getLeases reads the lease keys of ips in one transaction; nil where a
-// lease is absent.
+// getLeases reads the lease keys of ips, nil where a lease is absent: in
+// transactions of at most maxTxnOps reads, all at the revision of the
+// first.
 func (s *Store) getLeases(ctx context.Context, ips []netip.Addr) ([]*mvccKV, error) {
-	if len(ips) > maxTxnOps {
-		return nil, fmt.Errorf("%d addresses, more than one transaction holds: %w", len(ips), store.ErrCorrupt)
-	}
-	gets := make([]clientv3.Op, len(ips))
-	for i, ip := range ips {
-		gets[i] = clientv3.OpGet(s.leaseKey(ip))
-	}
-	rctx, cancel := s.request(ctx)
-	defer cancel()
-	resp, err := s.cli.Txn(rctx).Then(gets...).Commit()
-	if err != nil {
-		return nil, s.unavailable("read leases", err)
-	}
-	out := make([]*mvccKV, len(ips))
-	for i, r := range resp.Responses {
-		if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
-			out[i] = kvs[0]
+	out := make([]*mvccKV, 0, len(ips))
+	rev := int64(0)
+	for len(out) < len(ips) {
+		part := ips[len(out):min(len(ips), len(out)+maxTxnOps)]
+		gets := make([]clientv3.Op, len(part))
+		for i, ip := range part {
+			gets[i] = clientv3.OpGet(s.leaseKey(ip), clientv3.WithRev(rev))
+		}
+		rctx, cancel := s.request(ctx)
+		resp, err := s.cli.Txn(rctx).Then(gets...).Commit()
+		cancel()
+		if err != nil {
+			return nil, s.unavailable("read leases", err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, r := range resp.Responses {
+			var kv *mvccKV
+			if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+				kv = kvs[0]
+			}
+			out = append(out, kv)
 		}
 	}
 	return out, nil
@@ -728,25 +784,26 @@ func (s *Store) Get(ctx context.Context, ip netip.Addr) (store.Lease, error) {
 	return decodeLease(ip, resp.Kvs[0].Value)
 }
 
-// GetByID returns the leases of an attachment: one prefix read of its
-// index keys and one transaction reading the leases they name. Keys of the
-// attachment that a call which died left uncommitted are adopted: this
-// section makes them permanent.
+// GetByID returns the leases of an attachment: a prefix read of its
+// index keys and a read of the leases they name. Keys of the attachment
+// that a call which died left uncommitted are adopted: this section makes
+// them permanent.
 func (s *Store) GetByID(ctx context.Context, containerID, ifName string) ([]store.Lease, error) {
-	subject, prefix, err := s.attachment("get", containerID, ifName)
+	subject, _, err := s.attachment("get", containerID, ifName)
 	if err != nil {
 		return nil, err
 	}
-	rctx, cancel := s.request(ctx)
-	resp, err := s.cli.Get(rctx, prefix, clientv3.WithPrefix())
-	cancel()
+	index, err := s.readIndex(ctx, containerID, ifName)
 	if err != nil {
-		return nil, s.unavailable("get "+subject, err)
+		return nil, fmt.Errorf("get %s: %w", subject, err)
 	}
-	if len(resp.Kvs) == 0 {
+	if len(index) == 0 {
 		return nil, nil
 	}
-	ips := indexAddrs(prefix, resp.Kvs)
+	ips := make([]netip.Addr, len(index))
+	for i, e := range index {
+		ips[i] = e.ip
+	}
 	kvs, err := s.getLeases(ctx, ips)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", subject, err)
@@ -765,13 +822,9 @@ func (s *Store) GetByID(ctx context.Context, containerID, ifName string) ([]stor
 		}
 		leases = append(leases, l)
 		if kv.Lease != 0 && clientv3.LeaseID(kv.Lease) != s.ttl {
-			ik := s.attachKey(containerID, ifName, ips[i])
-			for _, ikv := range resp.Kvs {
-				if string(ikv.Key) == ik {
-					s.pending[string(kv.Key)], s.pending[ik] = clientv3.LeaseID(kv.Lease), clientv3.LeaseID(ikv.Lease)
-					s.records[string(kv.Key)] = record{value: string(kv.Value), index: ik}
-				}
-			}
+			ik := string(index[i].kv.Key)
+			s.pending[string(kv.Key)], s.pending[ik] = clientv3.LeaseID(kv.Lease), clientv3.LeaseID(index[i].kv.Lease)
+			s.records[string(kv.Key)] = record{value: string(kv.Value), index: ik}
 		}
 	}
 	return leases, nil
@@ -783,6 +836,13 @@ const nextFreePage = 256
 // NextFree returns the lowest address in [from, to] without a lease key:
 // a keys-only range read from from's key, so the leases below from are
 // never read. It pages through a run of consecutive leases.
+//
+// Keys come in order, and the lease keys are in address order, so the
+// first key read that is past want's own key shows want to be free. Keys
+// that are not lease keys (another program's, between two lease keys) are
+// passed over. Each page starts after the last key of the one before, so
+// every read moves on, whatever the keys: the loop ends after at most one
+// read per page of keys in the range.
 func (s *Store) NextFree(ctx context.Context, from, to netip.Addr) (netip.Addr, error) {
 	if err := s.requireLock("next free"); err != nil {
 		return netip.Addr{}, err
@@ -790,33 +850,33 @@ func (s *Store) NextFree(ctx context.Context, from, to netip.Addr) (netip.Addr, 
 	if !validAddr(from) || !validAddr(to) || from.BitLen() != to.BitLen() {
 		return netip.Addr{}, fmt.Errorf("next free in %s-%s: bad bounds", from, to)
 	}
+	if to.Less(from) {
+		return netip.Addr{}, fmt.Errorf("no free address in %s-%s: %w", from, to, store.ErrNotFound)
+	}
 	end := s.leaseKey(to) + "\x00"
-	want := from
-	for want.IsValid() && want.Compare(to) <= 0 {
+	want, key := from, s.leaseKey(from)
+	for {
 		rctx, cancel := s.request(ctx)
-		resp, err := s.cli.Get(rctx, s.leaseKey(want), clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(nextFreePage))
+		resp, err := s.cli.Get(rctx, key, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(nextFreePage))
 		cancel()
 		if err != nil {
 			return netip.Addr{}, s.unavailable(fmt.Sprintf("next free in %s-%s", from, to), err)
 		}
 		for _, kv := range resp.Kvs {
-			ip, ok := parseAddrKey(strings.TrimPrefix(string(kv.Key), s.leasePrefix()))
-			if !ok || ip.Less(want) {
-				continue // not a lease key (fsck reports it)
-			}
-			if ip != want {
+			switch k, wk := string(kv.Key), s.leaseKey(want); {
+			case k > wk:
 				return want, nil
-			}
-			want = want.Next()
+			case k == wk && want == to:
+				return netip.Addr{}, fmt.Errorf("no free address in %s-%s: %w", from, to, store.ErrNotFound)
+			case k == wk:
+				want = want.Next()
+			} // k < wk: not a lease key
 		}
-		if !resp.More {
-			break
+		if !resp.More || len(resp.Kvs) == 0 {
+			return want, nil // no key at or after want's in the range
 		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	if want.IsValid() && want.Compare(to) <= 0 {
-		return want, nil
-	}
-	return netip.Addr{}, fmt.Errorf("no free address in %s-%s: %w", from, to, store.ErrNotFound)
 }
 
 // Cursor returns the network's cursor of a range set. The cursor is
@@ -885,7 +945,8 @@ func (s *Store) rangeAll(ctx context.Context, prefix string, opts ...clientv3.Op
 	}
 }
 
-// List reads every lease, in address order (IPv4 first).
+// List reads every lease, in address order (IPv4 first). Keys under the
+// lease prefix that are not lease keys are not maclan's and are skipped.
 func (s *Store) List(ctx context.Context) ([]store.Lease, error) {
 	if err := s.requireLock("list"); err != nil {
 		return nil, err
@@ -900,8 +961,7 @@ func (s *Store) List(ctx context.Context) ([]store.Lease, error) {
 		name := strings.TrimPrefix(string(kv.Key), s.leasePrefix())
 		ip, ok := parseAddrKey(name)
 		if !ok {
-			bad = append(bad, fmt.Errorf("key %s: not a lease key: %w", kv.Key, store.ErrCorrupt))
-			continue
+			continue // not maclan's: another program's key (fsck notes it)
 		}
 		l, err := decodeLease(ip, kv.Value)
 		if err != nil {

@@ -224,7 +224,7 @@ func TestFsck(t *testing.T) {
 	damage := []struct{ key, val string }{
 		{root + "lease/4-0a000005", "not json"},  // corrupt lease
 		{root + "attach/c9=eth0/4-0a000009", ""}, // stale index key
-		{root + "junk", "x"},                     // stray key
+		{root + "junk", "x"},                     // foreign key: reported, left alone
 		{root + "cursor/0", "nowhere"},           // unreadable cursor
 		{root + "lease/4-0a000003", "{}"},        // c2's lease overwritten
 	}
@@ -244,7 +244,7 @@ func TestFsck(t *testing.T) {
 		slices.Sort(ks)
 		return ks
 	}
-	want := []string{"corrupt-lease", "corrupt-lease", "cursor", "orphan-lease", "stale-index", "stale-index", "stray"}
+	want := []string{"corrupt-lease", "corrupt-lease", "cursor", "foreign", "orphan-lease", "stale-index", "stale-index"}
 	locked(t, s, func() error {
 		rep, err := s.Fsck(ctx, true)
 		if got := kinds(rep); !slices.Equal(got, want) {
@@ -254,8 +254,8 @@ func TestFsck(t *testing.T) {
 	})
 	locked(t, s, func() error {
 		rep, err := s.Fsck(ctx, false)
-		if len(rep.Problems) != 0 || rep.Leases != 2 {
-			t.Errorf("fsck after repair = %+v, want 2 leases and no problem", rep)
+		if len(rep.Problems) != 1 || rep.Problems[0].Kind != "foreign" || rep.Leases != 2 {
+			t.Errorf("fsck after repair = %+v, want 2 leases and the foreign key only", rep)
 		}
 		got, gerr := s.GetByID(ctx, "c3", "eth0")
 		if len(got) != 1 {

@@ -24,9 +24,12 @@ type (
 // always written and deleted in one transaction, only outside damage (a
 // hand edit with etcdctl) finds anything. With repair: an orphan lease is
 // indexed, a stale index key deleted, a damaged lease deleted (which frees
-// its address; the report says so), a stray key or an unreadable cursor
-// deleted. Each repair is a transaction that checks the key has not
-// changed since it was read. The lock must be held.
+// its address; the report says so), an unreadable cursor deleted. Each
+// repair is a transaction that checks the key has not changed since it was
+// read. Repair touches only keys of the store's own exact shapes (see
+// parseKey): any other key under the prefix may be another program's, or
+// another maclan store's whose prefix is nested in this one's, and is
+// reported as "foreign" and left alone. The lock must be held.
 func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 	var rep FsckReport
 	if err := s.requireLock("fsck"); err != nil {
@@ -46,7 +49,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 	attachments := map[string]bool{}
 	var problems []struct {
 		p   Problem
-		fix func() error
+		fix func() error // nil: reported, never repaired
 	}
 	note := func(p Problem, fix func() error) {
 		problems = append(problems, struct {
@@ -60,31 +63,17 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 		}
 	}
 	for _, kv := range kvs {
-		rel := strings.TrimPrefix(string(kv.Key), s.root)
-		kind, rest, _ := strings.Cut(rel, "/")
-		switch kind {
-		case "lease":
-			ip, ok := parseAddrKey(rest)
-			if !ok {
-				note(Problem{Kind: "stray", Where: string(kv.Key), Detail: "not a lease key"}, deleteIfUnchanged(kv))
-				continue
-			}
-			leases[ip] = kv
-		case "attach":
-			at, addr, ok := strings.Cut(rest, "/")
-			id, ifName, ok2 := strings.Cut(at, "=")
-			ip, ok3 := parseAddrKey(addr)
-			if !ok || !ok2 || !ok3 || store.ValidateAttachment(id, ifName) != nil {
-				note(Problem{Kind: "stray", Where: string(kv.Key), Detail: "not an index key"}, deleteIfUnchanged(kv))
-				continue
-			}
-			index[ip] = append(index[ip], indexEntry{kv, id, ifName})
-		case "cursor":
+		switch k := parseKey(strings.TrimPrefix(string(kv.Key), s.root)); k.kind {
+		case keyLease:
+			leases[k.ip] = kv
+		case keyIndex:
+			index[k.ip] = append(index[k.ip], indexEntry{kv, k.containerID, k.ifName})
+		case keyCursor:
 			if _, err := netip.ParseAddr(string(kv.Value)); err != nil {
 				note(Problem{Kind: "cursor", Where: string(kv.Key), Detail: "unreadable"}, deleteIfUnchanged(kv))
 			}
 		default:
-			note(Problem{Kind: "stray", Where: string(kv.Key), Detail: "not a key of the store"}, deleteIfUnchanged(kv))
+			note(Problem{Kind: "foreign", Where: string(kv.Key), Detail: "not a key of maclan's (another program's, or a store whose prefix is nested in this one); left alone"}, nil)
 		}
 	}
 
@@ -130,7 +119,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 
 	for _, pr := range problems {
 		p := pr.p
-		if repair {
+		if repair && pr.fix != nil {
 			if err := pr.fix(); err != nil {
 				rep.Problems = append(rep.Problems, p)
 				return rep, fmt.Errorf("repair %s: %w", p.Where, err)
@@ -244,6 +233,9 @@ func (s *Store) importTxn(ctx context.Context, batch []store.Lease) (bool, error
 func Networks(ctx context.Context, opts Options) ([]string, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
+	}
+	if err := checkEndpoints(opts.Endpoints); err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
 	}
 	setDefault(&opts.DialTimeout, DefaultDialTimeout)
 	setDefault(&opts.RequestTimeout, DefaultRequestTimeout)

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -72,11 +73,29 @@ func (s *Store) readJournal() ([]unsureRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	var recs []unsureRecord
-	if err := json.Unmarshal(b, &recs); err != nil {
+	recs, err := decodeJournal(b)
+	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", s.journalPath(), err)
 	}
 	return recs, nil
+}
+
+// decodeJournal decodes the journal's JSON list of records.
+func decodeJournal(b []byte) ([]unsureRecord, error) {
+	var recs []unsureRecord
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// validRecord tells whether r names a lease key of the network under root
+// and the index key of the same address: the only keys replay may delete.
+func validRecord(root string, r unsureRecord) bool {
+	lk, ok1 := strings.CutPrefix(r.Key, root)
+	ik, ok2 := strings.CutPrefix(r.Index, root)
+	l, i := parseKey(lk), parseKey(ik)
+	return ok1 && ok2 && l.kind == keyLease && i.kind == keyIndex && l.ip == i.ip
 }
 
 // replayJournal deletes the records of unsure commits that etcd holds
@@ -94,6 +113,10 @@ func (s *Store) replayJournal(ctx context.Context) {
 		return
 	}
 	for _, r := range recs {
+		if !validRecord(s.root, r) {
+			s.log.Warn("unsure-commit journal names keys that are not this network's; skipping them", "key", r.Key, "index", r.Index)
+			continue
+		}
 		rctx, cancel := s.request(ctx)
 		_, err := s.cli.Txn(rctx).
 			If(clientv3.Compare(clientv3.Value(r.Key), "=", r.Value)).
