@@ -512,6 +512,9 @@ func (s *Store) Reserve(ctx context.Context, l store.Lease) error {
 	if err := store.ValidateAttachment(l.ContainerID, l.IfName); err != nil {
 		return fmt.Errorf("reserve %s: %w", l.IP, err)
 	}
+	if err := l.ValidateText(); err != nil {
+		return fmt.Errorf("reserve: %w", err)
+	}
 	if l.Created.IsZero() {
 		l.Created = time.Now()
 	}

@@ -85,6 +85,9 @@ func (h *Handle) Reserve(_ context.Context, l store.Lease) error {
 	if err := store.ValidateAttachment(l.ContainerID, l.IfName); err != nil {
 		return err
 	}
+	if err := l.ValidateText(); err != nil {
+		return err
+	}
 	if !l.IP.IsValid() {
 		return errors.New("memstore: invalid address")
 	}

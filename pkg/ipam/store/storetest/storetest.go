@@ -32,6 +32,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) func() store.Store) {
 	}{
 		{"reserve and get", testReserveGet},
 		{"conflict record round trip", testConflict},
+		{"lifecycle fields round trip", testLifecycleFields},
 		{"reserve taken address", testReserveTaken},
 		{"reserve rejects unsafe names", testUnsafeNames},
 		{"get by attachment", testGetByID},
@@ -486,5 +487,33 @@ func testConcurrent(t *testing.T, open func() store.Store) {
 			t.Errorf("List after all releases = %v", leases)
 		}
 		return err
+	})
+}
+
+// testLifecycleFields: the host, boot, netns, workload and sticky release
+// time of a lease come back as written (docs/ipam.md, "Lease lifecycle"),
+// and a lease whose text JSON cannot carry back is refused.
+func testLifecycleFields(t *testing.T, open func() store.Store) {
+	s := open()
+	want := lease("10.0.0.2", "c1", "eth0")
+	want.Host, want.Boot, want.Netns = "h1", "b1", "/run/netns/c1"
+	want.Workload, want.WorkloadUID = "k8s/shop/web-0", "uid-1"
+	want.Released = time.Date(2025, 1, 2, 3, 5, 0, 7, time.UTC)
+	mustReserve(t, s, want)
+	locked(t, s, func() error {
+		got, err := s.Get(ctx, want.IP)
+		if err != nil {
+			return err
+		}
+		if !sameLease(got, want) || got.Host != want.Host || got.Boot != want.Boot || got.Netns != want.Netns ||
+			got.Workload != want.Workload || got.WorkloadUID != want.WorkloadUID || !got.Released.Equal(want.Released) {
+			t.Errorf("Get = %+v, want %+v", got, want)
+		}
+		bad := lease("10.0.0.3", "c2", "eth0")
+		bad.Netns = "/run/netns/\xff"
+		if err := s.Reserve(ctx, bad); err == nil {
+			t.Error("Reserve of a lease with invalid UTF-8 succeeded")
+		}
+		return nil
 	})
 }
