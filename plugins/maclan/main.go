@@ -28,6 +28,7 @@ import (
 	"github.com/maclan-cni/maclan/pkg/ifconfig"
 	"github.com/maclan-cni/maclan/pkg/logging"
 	"github.com/maclan-cni/maclan/pkg/macvlan"
+	"github.com/maclan-cni/maclan/pkg/masterlink"
 	"github.com/maclan-cni/maclan/pkg/shim"
 )
 
@@ -159,10 +160,6 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 	if err != nil {
 		return err
 	}
-	mode, err := macvlan.ParseMode(conf.Mode)
-	if err != nil {
-		return err
-	}
 	var mac net.HardwareAddr
 	if conf.MAC != "" {
 		if mac, err = config.ParseMAC(conf.MAC); err != nil {
@@ -234,18 +231,21 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, tr *tracer) (err error) {
 			}
 		}
 	}
-	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
+	master, err := masterlink.Lookup(h.master, conf.Master, h.where)
 	if err != nil {
 		return masterError(err)
 	}
-	if err = macvlan.Ready(master); err != nil {
+	if err = masterlink.Ready(master); err != nil {
 		// Transient as a rule (a link flap, a cable): the runtime retries.
 		return fmt.Errorf("%w: %w", err, cnierr.ErrTryAgain)
 	}
 	tr.step("master lookup")
+	if err = checkMTU(conf.MTU, master); err != nil {
+		return err
+	}
 	link, err := macvlan.Create(h.master, h.cont, netns.NsHandle(contNS.Fd()), conf.LinkInContainer, macvlan.Spec{
 		Master:     master,
-		Mode:       mode,
+		Mode:       linkMode(conf.Mode),
 		MTU:        conf.MTU,
 		MAC:        mac,
 		BCQueueLen: conf.BCQueueLen,
@@ -368,10 +368,34 @@ func resultIPs(r *current.Result) []netip.Addr {
 	return ips
 }
 
+// linkMode maps the configuration's mode to the link's. The configuration
+// was validated (config.ParseNetConf), and its empty mode is bridge.
+func linkMode(name string) macvlan.Mode {
+	switch name {
+	case config.ModePrivate:
+		return macvlan.Private
+	case config.ModeVEPA:
+		return macvlan.VEPA
+	case config.ModePassthru:
+		return macvlan.Passthru
+	}
+	return macvlan.Bridge
+}
+
+// checkMTU refuses an MTU above the master's, which the kernel would refuse
+// with a bare EINVAL: the configuration asks what this master cannot give.
+func checkMTU(mtu int, master netlink.Link) error {
+	if mtu > master.Attrs().MTU {
+		return fmt.Errorf("field \"mtu\": %d is above the MTU %d of master %q: %w",
+			mtu, master.Attrs().MTU, master.Attrs().Name, config.ErrInvalid)
+	}
+	return nil
+}
+
 // masterError marks a missing master as a configuration error: the
 // configuration names an interface this host does not have.
 func masterError(err error) error {
-	if errors.Is(err, macvlan.ErrMasterNotFound) {
+	if errors.Is(err, masterlink.ErrNotFound) {
 		return fmt.Errorf("%w: %w", err, config.ErrInvalid)
 	}
 	return err
@@ -536,15 +560,11 @@ func cmdCheck(args *skel.CmdArgs, _ *slog.Logger, _ *tracer) error {
 	}
 	defer contNS.Close()
 	defer h.Close()
-	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
+	master, err := masterlink.Lookup(h.master, conf.Master, h.where)
 	if err != nil {
 		return err
 	}
-	mode, err := macvlan.ParseMode(conf.Mode)
-	if err != nil {
-		return err
-	}
-	want := macvlan.Expect{Master: master.Attrs().Name, MasterIndex: master.Attrs().Index, Mode: mode, MTU: conf.MTU}
+	want := macvlan.Expect{Master: master.Attrs().Name, MasterIndex: master.Attrs().Index, Mode: linkMode(conf.Mode), MTU: conf.MTU}
 	if intf.Mac != "" {
 		if want.MAC, err = net.ParseMAC(intf.Mac); err != nil {
 			return fmt.Errorf("prevResult interface %q: MAC %q: %w", intf.Name, intf.Mac, err)
@@ -595,11 +615,11 @@ func masterReady(name string) error {
 		return fmt.Errorf("netlink handle: %w", err)
 	}
 	defer h.Close()
-	master, err := macvlan.LookupMaster(h, name, "host")
+	master, err := masterlink.Lookup(h, name, "host")
 	if err != nil {
 		return err
 	}
-	return macvlan.Ready(master)
+	return masterlink.Ready(master)
 }
 
 // cmdGC forwards garbage collection to the IPAM (SPEC.md, "GC"): the links

@@ -14,6 +14,7 @@ import (
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ifconfig"
 	"github.com/maclan-cni/maclan/pkg/macvlan"
+	"github.com/maclan-cni/maclan/pkg/masterlink"
 )
 
 // existingLink returns the container's interface named ifName, or nil when
@@ -43,15 +44,11 @@ func existingLink(h *handles, ifName string) (netlink.Link, error) {
 // (maclan-ipam and host-local do), and giving that back would let the next
 // ADD hand its address out a second time.
 func repeatAdd(args *skel.CmdArgs, conf *config.NetConf, h *handles, log *slog.Logger) error {
-	mode, err := macvlan.ParseMode(conf.Mode)
-	if err != nil {
-		return err
-	}
-	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
+	master, err := masterlink.Lookup(h.master, conf.Master, h.where)
 	if err != nil {
 		return masterError(err)
 	}
-	want := macvlan.Expect{Master: master.Attrs().Name, MasterIndex: master.Attrs().Index, Mode: mode, MTU: conf.MTU}
+	want := macvlan.Expect{Master: master.Attrs().Name, MasterIndex: master.Attrs().Index, Mode: linkMode(conf.Mode), MTU: conf.MTU}
 	if err := macvlan.Verify(h.cont, h.master, args.IfName, want); err != nil {
 		return fmt.Errorf("the container already has an interface %q that is not this network's (%w): left as it was",
 			args.IfName, err)
