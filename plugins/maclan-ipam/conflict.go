@@ -17,6 +17,7 @@ import (
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
 	"github.com/maclan-cni/maclan/pkg/masterlink"
+	"github.com/maclan-cni/maclan/pkg/nldump"
 )
 
 // maxConflictsPerSet bounds the conflict records one ADD makes in one range
@@ -42,7 +43,7 @@ func newProber(master string) (*arp.Prober, string, error) {
 	}
 	name := link.Attrs().Name
 	p := &arp.Prober{IfIndex: link.Attrs().Index, MAC: link.Attrs().HardwareAddr}
-	addrs, err := h.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := nldump.AddrList(h, link, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, "", fmt.Errorf("conflict detection: addresses of %q: %w", name, err)
 	}
