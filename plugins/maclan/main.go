@@ -23,6 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/maclan-cni/maclan/pkg/cmdwrap"
 	"github.com/maclan-cni/maclan/pkg/cnierr"
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ifconfig"
@@ -61,44 +62,49 @@ func main() {
 		os.Exit(cliMain(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	tr := newTracer(os.Getenv("MACLAN_TRACE") == "1", os.Stderr)
+	w := wrapper(tr)
 	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    run("ADD", cmdAdd, tr),
-		Del:    run("DEL", cmdDel, tr),
-		Check:  run("CHECK", cmdCheck, tr),
-		GC:     run("GC", cmdGC, tr),
-		Status: run("STATUS", cmdStatus, tr),
+		Add:    w.Wrap("ADD", traced(cmdAdd, tr)),
+		Del:    w.Wrap("DEL", traced(cmdDel, tr)),
+		Check:  w.Wrap("CHECK", traced(cmdCheck, tr)),
+		GC:     w.Wrap("GC", traced(cmdGC, tr)),
+		Status: w.Wrap("STATUS", traced(cmdStatus, tr)),
 	}, version.All, "CNI maclan plugin "+buildVersion)
 }
 
-// run wraps a command: it sets up the logger that "logFile" and "logLevel"
-// ask for, gives every error its CNI code, and logs one line per call with
-// the outcome and the duration, and with logLevel debug the time of each
-// phase. tr times the steps (MACLAN_TRACE=1 prints them).
-func run(verb string, fn func(*skel.CmdArgs, *slog.Logger, *tracer) error, tr *tracer) func(*skel.CmdArgs) error {
-	return func(args *skel.CmdArgs) error {
-		tr.step("skel")
-		var opts logging.Options
-		network := ""
-		// A configuration that does not decode is reported by fn itself.
-		if conf, err := config.DecodeNetConf(args.StdinData); err == nil {
-			opts.File, opts.Level, network = conf.LogFile, conf.LogLevel, conf.Name
-		}
-		log, closeLog := logging.New(opts, "plugin", "maclan", "cmd", verb,
-			"container", args.ContainerID, "network", network, "ifname", args.IfName)
-		defer closeLog()
-		start := time.Now()
-		tr.step("logger")
-		if log.Enabled(context.Background(), slog.LevelDebug) {
-			tr.collectPhases() // logLevel debug: the line below carries the phases
-		}
-		if err := fn(args, log, tr); err != nil {
-			e := cnierr.New(err)
-			log.Error("failed", "code", e.Code, "error", e.Msg, "netns", args.Netns, "duration", time.Since(start), tr.phaseAttr())
-			return e
-		}
-		log.Info("ok", "duration", time.Since(start), tr.phaseAttr())
-		return nil
+// wrapper is maclan's frame around each command (package cmdwrap): the
+// logger that "logFile" and "logLevel" ask for, CNI_NETNS on the line of a
+// failed call, and with logLevel debug the time of each phase. tr times the
+// steps (MACLAN_TRACE=1 prints them).
+func wrapper(tr *tracer) cmdwrap.Options {
+	return cmdwrap.Options{
+		Plugin:  "maclan",
+		LogConf: readLogConf,
+		Begin:   func() { tr.step("skel") },
+		Started: func(log *slog.Logger) {
+			tr.step("logger")
+			if log.Enabled(context.Background(), slog.LevelDebug) {
+				tr.collectPhases() // logLevel debug: the call's line carries the phases
+			}
+		},
+		NetnsOnFailure: true,
+		Attrs:          func() []any { return []any{tr.phaseAttr()} },
 	}
+}
+
+// readLogConf reads where to log from the configuration; one that does not
+// decode is reported by the command itself.
+func readLogConf(stdin []byte) (logging.Options, string) {
+	conf, err := config.DecodeNetConf(stdin)
+	if err != nil {
+		return logging.Options{}, ""
+	}
+	return logging.Options{File: conf.LogFile, Level: conf.LogLevel}, conf.Name
+}
+
+// traced hands a command the tracer.
+func traced(fn func(*skel.CmdArgs, *slog.Logger, *tracer) error, tr *tracer) cmdwrap.Func {
+	return func(args *skel.CmdArgs, log *slog.Logger) error { return fn(args, log, tr) }
 }
 
 // handles opens netlink handles on the container namespace and on the
