@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
@@ -43,7 +40,8 @@ func existingLink(h *handles, ifName string) (netlink.Link, error) {
 // same attachment answers with the lease the running container holds
 // (maclan-ipam and host-local do), and giving that back would let the next
 // ADD hand its address out a second time.
-func repeatAdd(args *skel.CmdArgs, conf *config.NetConf, h *handles, log *slog.Logger) error {
+func repeatAdd(c *command, conf *config.NetConf, h *handles) error {
+	args := c.args
 	master, err := masterlink.Lookup(h.master, conf.Master, h.where)
 	if err != nil {
 		return masterError(err)
@@ -92,7 +90,7 @@ func repeatAdd(args *skel.CmdArgs, conf *config.NetConf, h *handles, log *slog.L
 			return err
 		}
 	}
-	log.Info("already attached: answering with the existing interface", "master", master.Attrs().Name,
+	c.log.Info("already attached: answering with the existing interface", "master", master.Attrs().Name,
 		"mac", result.Interfaces[0].Mac, "ips", resultIPs(result))
-	return types.PrintResult(result, conf.CNIVersion)
+	return c.print(result, conf.CNIVersion)
 }
