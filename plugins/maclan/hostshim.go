@@ -84,9 +84,13 @@ type shimLease struct {
 // that made it, so its lease must not record that container's namespace:
 // it records /proc/self/ns/net, which exists for whoever looks. So the
 // lease is never taken for one of a vanished namespace, and the sweep after
-// a reboot, when the shim has gone too, gives it back.
+// a reboot, when the shim has gone too, gives it back. That namespace is
+// the IPAM's own, which skel refuses after an ADD or DEL unless
+// CNI_NETNS_OVERRIDE is set (skel's pluginMain): set it, since no
+// interface of this attachment lives in any container.
 func (l shimLease) env() []string {
-	return []string{"CNI_CONTAINERID=" + l.ContainerID, "CNI_IFNAME=" + l.IfName, "CNI_ARGS=", "CNI_NETNS=/proc/self/ns/net"}
+	return []string{"CNI_CONTAINERID=" + l.ContainerID, "CNI_IFNAME=" + l.IfName, "CNI_ARGS=",
+		"CNI_NETNS=/proc/self/ns/net", "CNI_NETNS_OVERRIDE=1"}
 }
 
 func releaseShimLease(token []byte) error {
