@@ -60,26 +60,8 @@ func repeatAdd(c *command, conf *config.NetConf, h *handles) error {
 		Interfaces: []*current.Interface{{Name: args.IfName, Mac: link.Attrs().HardwareAddr.String(), Sandbox: args.Netns}},
 		DNS:        conf.DNS,
 	}
-	if conf.IPAM.Type != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
-		defer cancel()
-		d, err := startDelegate(ctx, "ADD", conf.IPAM.Type, args.StdinData)
-		if err != nil {
-			return fmt.Errorf("IPAM %q ADD: %w", conf.IPAM.Type, err)
-		}
-		ipamResult, err := ipamAdd(conf.IPAM.Type, d)
-		if err != nil {
-			return err
-		}
-		if err := ifconfig.Verify(h.cont, args.IfName, ipamResult.IPs, ipamResult.Routes); err != nil {
-			return fmt.Errorf("the container already has an interface %q, but it does not hold what IPAM %q gives "+
-				"this attachment (%w): left as it was", args.IfName, conf.IPAM.Type, err)
-		}
-		result.IPs, result.Routes = ipamResult.IPs, ipamResult.Routes
-		result.DNS = mergeDNS(conf.DNS, ipamResult.DNS)
-		for _, ipc := range result.IPs {
-			ipc.Interface = current.Int(0)
-		}
+	if err := repeatIPAM(c, conf, h, result); err != nil {
+		return err
 	}
 	if conf.ShimEnabled() {
 		sh, err := newShim(h.master, conf, master.Attrs().Name, args.StdinData)
@@ -93,4 +75,32 @@ func repeatAdd(c *command, conf *config.NetConf, h *handles) error {
 	c.log.Info("already attached: answering with the existing interface", "master", master.Attrs().Name,
 		"mac", result.Interfaces[0].Mac, "ips", resultIPs(result))
 	return c.print(result, conf.CNIVersion)
+}
+
+// repeatIPAM asks the IPAM again for the attachment's lease and checks
+// that the interface holds it; result gets the IPAM's answer.
+func repeatIPAM(c *command, conf *config.NetConf, h *handles, result *current.Result) error {
+	if conf.IPAM.Type == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
+	defer cancel()
+	d, err := startDelegate(ctx, "ADD", conf.IPAM.Type, c.args.StdinData)
+	if err != nil {
+		return fmt.Errorf("IPAM %q ADD: %w", conf.IPAM.Type, err)
+	}
+	ipamResult, err := ipamAdd(conf.IPAM.Type, d)
+	if err != nil {
+		return err
+	}
+	if err := ifconfig.Verify(h.cont, c.args.IfName, ipamResult.IPs, ipamResult.Routes); err != nil {
+		return fmt.Errorf("the container already has an interface %q, but it does not hold what IPAM %q gives "+
+			"this attachment (%w): left as it was", c.args.IfName, conf.IPAM.Type, err)
+	}
+	result.IPs, result.Routes = ipamResult.IPs, ipamResult.Routes
+	result.DNS = mergeDNS(conf.DNS, ipamResult.DNS)
+	for _, ipc := range result.IPs {
+		ipc.Interface = current.Int(0)
+	}
+	return nil
 }
