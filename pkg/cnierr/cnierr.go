@@ -7,7 +7,6 @@ package cnierr
 import (
 	"errors"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/maclan-cni/maclan/pkg/config"
@@ -76,14 +75,4 @@ func New(err error) *types.Error {
 		return te
 	}
 	return &types.Error{Code: Code(err), Msg: err.Error()}
-}
-
-// Wrap adapts a command so that every error it returns carries a CNI code.
-func Wrap(fn func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
-	return func(args *skel.CmdArgs) error {
-		if err := fn(args); err != nil {
-			return New(err)
-		}
-		return nil
-	}
 }

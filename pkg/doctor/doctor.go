@@ -16,7 +16,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
-	"github.com/maclan-cni/maclan/pkg/macvlan"
+	"github.com/maclan-cni/maclan/pkg/masterlink"
 )
 
 const usage = `usage: maclan doctor [--conf-dir D] [NETWORK...] [--master IF [--gateway IP[,IP]]] [-o text|json]
@@ -177,7 +177,7 @@ func diagnose(h netlinksafe.Handle, t *target, opts Options) []Result {
 	mrs, master := checkMaster(h, t)
 	rs = append(rs, mrs...)
 	if master != nil {
-		switch err := macvlan.Ready(master); {
+		switch err := masterlink.Ready(master); {
 		case err != nil:
 			rs = append(rs, skip("gateway", "%v: fix the master first", err))
 		case len(t.gateways) == 0:

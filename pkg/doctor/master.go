@@ -9,14 +9,14 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
-	"github.com/maclan-cni/maclan/pkg/macvlan"
+	"github.com/maclan-cni/maclan/pkg/masterlink"
 )
 
 // checkMaster looks at the master: it exists, is up with a carrier, can
 // carry the configured MTU, is not already owned by a bridge or a bond,
 // and whether it is promiscuous. It returns the link when it exists.
 func checkMaster(h netlinksafe.Handle, t *target) ([]Result, netlink.Link) {
-	link, err := macvlan.LookupMaster(h, t.master, "host")
+	link, err := masterlink.Lookup(h, t.master, "host")
 	if err != nil {
 		return []Result{fail("master", "name an existing interface in \"master\" (ip link lists them), or leave it empty for the interface of the default route",
 			"%v", err)}, nil

@@ -58,44 +58,15 @@ func Configure(ifName string, res *current.Result, opts Options) error {
 		return fmt.Errorf("look up %q: %w", ifName, err)
 	}
 	opts.step("configure: link lookup")
-	var v4gw, v6gw net.IP
-	hasV6 := false
-	for _, ipc := range res.IPs {
-		if ipc.Address.IP.To4() == nil {
-			hasV6 = true
-			if v6gw == nil {
-				v6gw = ipc.Gateway
-			}
-		} else if v4gw == nil {
-			v4gw = ipc.Gateway
-		}
+	v4gw, v6gw, hasV6 := gateways(res.IPs)
+	restore, err := setSysctls(ifName, hasV6, opts.DADRetrans)
+	if err != nil {
+		return err
 	}
-
-	// The kernel sends a gratuitous ARP when the link comes up with
-	// arp_notify set; ours follow once the addresses are usable.
-	_, _ = sysctl.Sysctl("net/ipv4/conf/"+ifName+"/arp_notify", "1") // best effort: we announce ourselves too
-	if hasV6 {
-		if err := enableIPv6(ifName); err != nil {
-			return err
-		}
-		if opts.DADRetrans > 0 {
-			restore, err := fastDAD(ifName, opts.DADRetrans)
-			if err != nil {
-				return err
-			}
-			defer restore()
-		}
-	}
+	defer restore()
 	opts.step("configure: sysctls")
-
-	for _, ipc := range res.IPs {
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
-		if err := netlink.AddrAdd(link, addr); err != nil {
-			return fmt.Errorf("add address %s to %q: %w", ipc.Address.String(), ifName, err)
-		}
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("set %q up: %w", ifName, err)
+	if err := addAddressesUp(link, res.IPs); err != nil {
+		return err
 	}
 	opts.step("configure: addresses+up")
 	if hasV6 {
@@ -112,6 +83,54 @@ func Configure(ifName string, res *current.Result, opts Options) error {
 	opts.step("configure: routes")
 	defer opts.step("configure: announce")
 	return announce(link, res.IPs, opts.Announcements)
+}
+
+// gateways returns the first gateway of each family in ips, and whether
+// ips has an IPv6 address.
+func gateways(ips []*current.IPConfig) (v4gw, v6gw net.IP, hasV6 bool) {
+	for _, ipc := range ips {
+		if ipc.Address.IP.To4() == nil {
+			hasV6 = true
+			if v6gw == nil {
+				v6gw = ipc.Gateway
+			}
+		} else if v4gw == nil {
+			v4gw = ipc.Gateway
+		}
+	}
+	return v4gw, v6gw, hasV6
+}
+
+// setSysctls prepares ifName for its addresses and returns what puts the
+// DAD timers back (see fastDAD), to be called once DAD is over.
+func setSysctls(ifName string, hasV6 bool, dadRetrans time.Duration) (restore func(), err error) {
+	// The kernel sends a gratuitous ARP when the link comes up with
+	// arp_notify set; ours follow once the addresses are usable.
+	_, _ = sysctl.Sysctl("net/ipv4/conf/"+ifName+"/arp_notify", "1") // best effort: we announce ourselves too
+	if !hasV6 {
+		return func() {}, nil
+	}
+	if err := enableIPv6(ifName); err != nil {
+		return nil, err
+	}
+	if dadRetrans <= 0 {
+		return func() {}, nil
+	}
+	return fastDAD(ifName, dadRetrans)
+}
+
+func addAddressesUp(link netlink.Link, ips []*current.IPConfig) error {
+	ifName := link.Attrs().Name
+	for _, ipc := range ips {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
+		if err := netlink.AddrAdd(link, addr); err != nil {
+			return fmt.Errorf("add address %s to %q: %w", ipc.Address.String(), ifName, err)
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %q up: %w", ifName, err)
+	}
+	return nil
 }
 
 func enableIPv6(ifName string) error {

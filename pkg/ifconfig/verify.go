@@ -9,6 +9,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+
+	"github.com/maclan-cni/maclan/pkg/nldump"
 )
 
 // Verify checks, through h (bound to the container's namespace), that the
@@ -23,7 +25,7 @@ func Verify(h netlinksafe.Handle, ifName string, ips []*current.IPConfig, routes
 	if err != nil {
 		return fmt.Errorf("container interface %q: %w", ifName, err)
 	}
-	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	addrs, err := nldump.AddrList(h, link, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list addresses of %q: %w", ifName, err)
 	}

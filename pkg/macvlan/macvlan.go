@@ -13,91 +13,58 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-
-	"github.com/maclan-cni/maclan/pkg/config"
 )
 
-// ErrMasterNotFound: the master interface does not exist.
-var ErrMasterNotFound = errors.New("master interface not found")
+// Mode is a macvlan mode (see ip-link(8), "macvlan"). The zero Mode is
+// bridge, the mode CNI's macvlan plugins default to.
+type Mode int
 
-var modes = map[string]netlink.MacvlanMode{
-	config.ModeBridge:   netlink.MACVLAN_MODE_BRIDGE,
-	config.ModePrivate:  netlink.MACVLAN_MODE_PRIVATE,
-	config.ModeVEPA:     netlink.MACVLAN_MODE_VEPA,
-	config.ModePassthru: netlink.MACVLAN_MODE_PASSTHRU,
+// The macvlan modes maclan makes links in.
+const (
+	Bridge Mode = iota
+	Private
+	VEPA
+	Passthru
+)
+
+// modes holds each Mode's kernel value and its name, iproute2's.
+var modes = [...]struct {
+	kernel netlink.MacvlanMode
+	name   string
+}{
+	Bridge:   {netlink.MACVLAN_MODE_BRIDGE, "bridge"},
+	Private:  {netlink.MACVLAN_MODE_PRIVATE, "private"},
+	VEPA:     {netlink.MACVLAN_MODE_VEPA, "vepa"},
+	Passthru: {netlink.MACVLAN_MODE_PASSTHRU, "passthru"},
 }
 
-// ParseMode maps a configuration mode name ("" is bridge) to the kernel's.
-func ParseMode(s string) (netlink.MacvlanMode, error) {
-	if s == "" {
-		return netlink.MACVLAN_MODE_BRIDGE, nil
+func (m Mode) valid() bool { return m >= 0 && int(m) < len(modes) }
+
+func (m Mode) String() string {
+	if !m.valid() {
+		return fmt.Sprintf("Mode(%d)", int(m))
 	}
-	m, ok := modes[s]
-	if !ok {
-		return 0, fmt.Errorf("unknown macvlan mode %q: %w", s, config.ErrInvalid)
-	}
-	return m, nil
+	return modes[m].name
 }
 
-// ModeName is the inverse of ParseMode.
-func ModeName(m netlink.MacvlanMode) string {
-	for name, mode := range modes {
-		if mode == m {
-			return name
-		}
+// kernel is m's value in netlink; an invalid Mode is netlink's
+// MACVLAN_MODE_DEFAULT, which the kernel refuses to verify against.
+func (m Mode) kernel() netlink.MacvlanMode {
+	if !m.valid() {
+		return netlink.MACVLAN_MODE_DEFAULT
 	}
-	return fmt.Sprintf("mode(%d)", m)
+	return modes[m].kernel
 }
 
-// DefaultRouteLink returns the link that carries the default route in the
-// namespace of h: the IPv4 default route if there is one, else the IPv6 one.
-func DefaultRouteLink(h netlinksafe.Handle) (netlink.Link, error) {
-	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := h.RouteListFiltered(family, &netlink.Route{Table: syscall.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return nil, fmt.Errorf("list routes: %w", err)
-		}
-		for _, r := range routes {
-			if r.Dst != nil && !isZeroPrefix(r.Dst) {
-				continue
-			}
-			idx := r.LinkIndex
-			if idx == 0 && len(r.MultiPath) > 0 {
-				idx = r.MultiPath[0].LinkIndex
-			}
-			if idx == 0 {
-				continue
-			}
-			return h.LinkByIndex(idx)
+// kernelModeName names a mode the kernel reports, which may be one maclan
+// never makes (source, say).
+func kernelModeName(k netlink.MacvlanMode) string {
+	for _, m := range modes {
+		if m.kernel == k {
+			return m.name
 		}
 	}
-	return nil, errors.New("no default route to choose a master from")
-}
-
-func isZeroPrefix(n *net.IPNet) bool {
-	ones, _ := n.Mask.Size()
-	return ones == 0 && n.IP.IsUnspecified()
-}
-
-// LookupMaster finds the master by name, or the default-route link when name
-// is empty. where names the namespace for messages ("host", "container").
-func LookupMaster(h netlinksafe.Handle, name, where string) (netlink.Link, error) {
-	if name == "" {
-		l, err := DefaultRouteLink(h)
-		if err != nil {
-			return nil, fmt.Errorf("field \"master\" is empty and the %s namespace has %w", where, err)
-		}
-		return l, nil
-	}
-	l, err := h.LinkByName(name)
-	if err != nil {
-		var notFound netlink.LinkNotFoundError
-		if errors.As(err, &notFound) {
-			return nil, fmt.Errorf("master %q in the %s network namespace: %w", name, where, ErrMasterNotFound)
-		}
-		return nil, fmt.Errorf("look up master %q: %w", name, err)
-	}
-	return l, nil
+	return fmt.Sprintf("mode(%d)", k)
 }
 
 // ErrNameTaken: the container gained an interface of the requested name
@@ -107,8 +74,8 @@ var ErrNameTaken = errors.New("interface name taken")
 // Spec describes the macvlan link to create.
 type Spec struct {
 	Master     netlink.Link
-	Mode       netlink.MacvlanMode
-	MTU        int // 0: inherit the master's
+	Mode       Mode
+	MTU        int // 0: inherit the master's; above it, the kernel refuses the link
 	MAC        net.HardwareAddr
 	BCQueueLen uint32
 	IfName     string // name inside the container
@@ -123,10 +90,6 @@ type Spec struct {
 // the one seen in the container, still down. On error nothing is left.
 func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS bool, spec Spec) (netlink.Link, error) {
 	masterName := spec.Master.Attrs().Name
-	if spec.MTU > spec.Master.Attrs().MTU {
-		return nil, fmt.Errorf("field \"mtu\": %d is above the MTU %d of master %q: %w",
-			spec.MTU, spec.Master.Attrs().MTU, masterName, config.ErrInvalid)
-	}
 	tmpName := TempName(spec.IfName)
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = tmpName
@@ -136,7 +99,7 @@ func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS boo
 	if !sameNS {
 		attrs.Namespace = netlink.NsFd(int(contNS))
 	}
-	mv := &netlink.Macvlan{LinkAttrs: attrs, Mode: spec.Mode, BCQueueLen: spec.BCQueueLen}
+	mv := &netlink.Macvlan{LinkAttrs: attrs, Mode: spec.Mode.kernel(), BCQueueLen: spec.BCQueueLen}
 	if err := masterH.LinkAdd(mv); err != nil {
 		return nil, createError(err, masterName, spec.Mode)
 	}
@@ -160,15 +123,15 @@ func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS boo
 	return link, nil
 }
 
-func createError(err error, master string, mode netlink.MacvlanMode) error {
+func createError(err error, master string, mode Mode) error {
 	switch {
-	case errors.Is(err, syscall.EINVAL) && mode == netlink.MACVLAN_MODE_PASSTHRU:
+	case errors.Is(err, syscall.EINVAL) && mode == Passthru:
 		return fmt.Errorf("create passthru macvlan on master %q: %w (passthru takes the whole master: "+
 			"it must have no other macvlan on it, and only one passthru macvlan at a time)", master, err)
 	case errors.Is(err, syscall.EINVAL):
 		return fmt.Errorf("create %s macvlan on master %q: %w (if a passthru macvlan already holds "+
 			"the master, it admits no other macvlan; all macvlans on one master must also agree on passthru)",
-			ModeName(mode), master, err)
+			mode, master, err)
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		return fmt.Errorf("create macvlan on master %q: the MAC address is not usable: %w", master, err)
 	case errors.Is(err, syscall.EOPNOTSUPP):
@@ -215,25 +178,11 @@ func Delete(h netlinksafe.Handle, ifName string) (deleted bool, err error) {
 	return true, nil
 }
 
-// Ready reports a master that cannot carry traffic: down, or up without a
-// carrier (operstate down or lower-layer down). A master whose driver does
-// not report an operstate ("unknown") counts as ready.
-func Ready(master netlink.Link) error {
-	a := master.Attrs()
-	switch {
-	case a.Flags&net.FlagUp == 0:
-		return fmt.Errorf("master %q is down", a.Name)
-	case a.OperState == netlink.OperDown || a.OperState == netlink.OperLowerLayerDown:
-		return fmt.Errorf("master %q has no carrier (operstate %s)", a.Name, a.OperState)
-	}
-	return nil
-}
-
 // Expect is what Verify checks a container link against.
 type Expect struct {
 	Master      string // the master's name, for messages
 	MasterIndex int    // 0: do not check the parent
-	Mode        netlink.MacvlanMode
+	Mode        Mode
 	MAC         net.HardwareAddr // nil: do not check
 	MTU         int              // 0: do not check
 }
@@ -263,8 +212,8 @@ func Verify(h, masterH netlinksafe.Handle, ifName string, want Expect) error {
 	case want.MasterIndex != 0 && a.ParentIndex != want.MasterIndex:
 		return fmt.Errorf("container interface %q is not a macvlan of master %q (index %d): its parent is %s",
 			ifName, want.Master, want.MasterIndex, parentName(masterH, a.ParentIndex))
-	case mv.Mode != want.Mode:
-		return fmt.Errorf("container interface %q is in macvlan mode %s, want %s", ifName, ModeName(mv.Mode), ModeName(want.Mode))
+	case mv.Mode != want.Mode.kernel():
+		return fmt.Errorf("container interface %q is in macvlan mode %s, want %s", ifName, kernelModeName(mv.Mode), want.Mode)
 	case want.MAC != nil && a.HardwareAddr.String() != want.MAC.String():
 		return fmt.Errorf("container interface %q has MAC %s, want %s", ifName, a.HardwareAddr, want.MAC)
 	case want.MTU != 0 && a.MTU != want.MTU:

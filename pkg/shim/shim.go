@@ -39,6 +39,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/maclan-cni/maclan/pkg/flock"
+	"github.com/maclan-cni/maclan/pkg/nldump"
 	"github.com/maclan-cni/maclan/pkg/safefs"
 )
 
@@ -403,7 +404,7 @@ func (s *Shim) lease() ([]netip.Addr, error) {
 
 // held lists the host addresses on link, leaving out IPv6 link-local ones.
 func (s *Shim) held(link netlink.Link) ([]netip.Addr, error) {
-	list, err := s.H.AddrList(link, netlink.FAMILY_ALL)
+	list, err := nldump.AddrList(s.H, link, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of shim %q: %w", link.Attrs().Name, err)
 	}

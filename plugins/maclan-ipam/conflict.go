@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,7 +16,8 @@ import (
 	"github.com/maclan-cni/maclan/pkg/arp"
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
-	"github.com/maclan-cni/maclan/pkg/macvlan"
+	"github.com/maclan-cni/maclan/pkg/masterlink"
+	"github.com/maclan-cni/maclan/pkg/nldump"
 )
 
 // maxConflictsPerSet bounds the conflict records one ADD makes in one range
@@ -29,51 +29,42 @@ import (
 // costs at most three addresses per ADD, each for one lifetime.
 const maxConflictsPerSet = 3
 
-// prober asks the LAN whether an IPv4 address is in use, through the master.
-// Leases cover every container; the probe finds what leases cannot know:
-// a printer or a forgotten static host on the same subnet.
-type prober struct {
-	master string
-	index  int
-	mac    net.HardwareAddr
-	local  map[netip.Addr]bool // the host's own addresses on the master
-	opts   arp.ProbeOptions
-}
-
-func newProber(master string) (*prober, error) {
+// newProber returns an ARP prober on master (the default-route interface
+// if empty) in the IPAM's namespace, the host's, and the master's name.
+func newProber(master string) (*arp.Prober, string, error) {
 	h, err := netlinksafe.NewHandle()
 	if err != nil {
-		return nil, fmt.Errorf("conflict detection: netlink handle: %w", err)
+		return nil, "", fmt.Errorf("conflict detection: netlink handle: %w", err)
 	}
 	defer h.Close()
-	link, err := macvlan.LookupMaster(h, master, "host")
+	link, err := masterlink.Lookup(h, master, "host")
 	if err != nil {
-		return nil, fmt.Errorf("conflict detection: %w", err)
+		return nil, "", fmt.Errorf("conflict detection: %w", err)
 	}
-	p := &prober{master: link.Attrs().Name, index: link.Attrs().Index, mac: link.Attrs().HardwareAddr, local: map[netip.Addr]bool{}}
-	addrs, err := h.AddrList(link, netlink.FAMILY_V4)
+	name := link.Attrs().Name
+	p := &arp.Prober{IfIndex: link.Attrs().Index, MAC: link.Attrs().HardwareAddr}
+	addrs, err := nldump.AddrList(h, link, netlink.FAMILY_V4)
 	if err != nil {
-		return nil, fmt.Errorf("conflict detection: addresses of %q: %w", p.master, err)
+		return nil, "", fmt.Errorf("conflict detection: addresses of %q: %w", name, err)
 	}
 	for _, a := range addrs {
 		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			p.local[ip] = true
+			p.Local = append(p.Local, ip)
 		}
 	}
-	return p, nil
+	return p, name, nil
 }
 
-// owner returns the MAC of the device using ip, or "" if none answered. The
-// host's own addresses on the master count: its probe would not hear itself.
-func (p *prober) owner(ip netip.Addr) (string, error) {
-	if p.local[ip] {
-		return p.mac.String(), nil
+// macOwner adapts p to conflictCheck.owner: the MAC of the device using
+// ip as text, "" if none answered.
+func macOwner(p *arp.Prober) func(netip.Addr) (string, error) {
+	return func(ip netip.Addr) (string, error) {
+		mac, err := p.Owner(ip)
+		if err != nil || mac == nil {
+			return "", err
+		}
+		return mac.String(), nil
 	}
-	mac, err := arp.Probe(p.index, p.mac, ip, p.opts)
-	if err != nil || mac == nil {
-		return "", err
-	}
-	return mac.String(), nil
 }
 
 // conflictLifetime is the allocator's lifetime of conflict records: the
@@ -97,11 +88,11 @@ func avoidConflicts(ctx context.Context, conf *config.IPAMConf, alloc *allocator
 		return allocs, nil
 	}
 	c := conflictCheck{alloc: alloc, lifetime: time.Duration(conf.ConflictLifetime), log: log}
-	p, err := newProber(conf.Master)
+	p, master, err := newProber(conf.Master)
 	if err != nil {
 		return nil, c.undo(ctx, containerID, ifName, err)
 	}
-	c.owner, c.master = p.owner, p.master
+	c.owner, c.master = macOwner(p), master
 	return c.run(ctx, containerID, ifName, requested, allocs)
 }
 

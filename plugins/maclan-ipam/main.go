@@ -10,12 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/maclan-cni/maclan/pkg/cmdwrap"
 	"github.com/maclan-cni/maclan/pkg/cnierr"
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
@@ -44,12 +44,13 @@ func main() {
 			return
 		}
 	}
+	w := cmdwrap.Options{Plugin: "maclan-ipam", LogConf: readLogConf, Validate: validAttachment}
 	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    wrap("ADD", cmdAdd),
-		Del:    wrap("DEL", cmdDel),
-		Check:  wrap("CHECK", cmdCheck),
-		GC:     wrap("GC", cmdGC),
-		Status: wrap("STATUS", cmdStatus),
+		Add:    w.Wrap("ADD", cmdAdd),
+		Del:    w.Wrap("DEL", cmdDel),
+		Check:  w.Wrap("CHECK", cmdCheck),
+		GC:     w.Wrap("GC", cmdGC),
+		Status: w.Wrap("STATUS", cmdStatus),
 	}, version.All, about())
 }
 
@@ -65,29 +66,12 @@ type logConf struct {
 	LogLevel string `json:"logLevel"`
 }
 
-// wrap wraps a command: it sets up the logger, refuses an attachment the
-// store could not record faithfully, gives every error its CNI code, and
-// logs one line per call with the outcome and the duration.
-func wrap(verb string, fn func(*skel.CmdArgs, *slog.Logger) error) func(*skel.CmdArgs) error {
-	return func(args *skel.CmdArgs) error {
-		var lc logConf
-		_ = json.Unmarshal(args.StdinData, &lc) // a bad config is reported by fn itself
-		log, closeLog := logging.New(logging.Options{File: lc.LogFile, Level: lc.LogLevel},
-			"plugin", "maclan-ipam", "cmd", verb, "container", args.ContainerID, "network", lc.Name, "ifname", args.IfName)
-		defer closeLog()
-		start := time.Now()
-		err := validAttachment(verb, args)
-		if err == nil {
-			err = fn(args, log)
-		}
-		if err != nil {
-			e := cnierr.New(err)
-			log.Error("failed", "code", e.Code, "error", e.Msg, "duration", time.Since(start))
-			return e
-		}
-		log.Info("ok", "duration", time.Since(start))
-		return nil
-	}
+// readLogConf reads where to log from the net conf; what does not decode
+// is left out (the command reports a bad configuration itself).
+func readLogConf(stdin []byte) (logging.Options, string) {
+	var lc logConf
+	_ = json.Unmarshal(stdin, &lc) // a bad config is reported by the command itself
+	return logging.Options{File: lc.LogFile, Level: lc.LogLevel}, lc.Name
 }
 
 // validAttachment checks the attachment identity of the verbs that carry

@@ -65,7 +65,7 @@ func startDelegate(ctx context.Context, command, plugin string, stdin []byte, en
 	}
 	d := &delegation{ctx: ctx, path: path, env: append(slices.DeleteFunc(os.Environ(), replaced), env...), stdin: stdin}
 	if err := d.start(); err != nil {
-		if err = d.failed(err); err != nil {
+		if err = d.restartIfBusy(err); err != nil {
 			return nil, err
 		}
 	}
@@ -90,16 +90,17 @@ func (d *delegation) wait() ([]byte, error) {
 			}
 			return d.stdout.Bytes(), nil
 		}
-		if err = d.failed(err); err != nil {
+		if err = d.restartIfBusy(err); err != nil {
 			return nil, err
 		}
 	}
 }
 
-// failed retries a "text file busy" exec (the binary is being replaced) up
-// to five times, a second apart, as invoke does, and returns nil once the
-// new try has started; otherwise it returns the plugin's error.
-func (d *delegation) failed(err error) error {
+// restartIfBusy starts the plugin again after a "text file busy" exec (the
+// binary is being replaced), up to five times, a second apart, as invoke
+// does, and returns nil once a new try has started; otherwise it returns
+// the plugin's error.
+func (d *delegation) restartIfBusy(err error) error {
 	for strings.Contains(err.Error(), "text file busy") && d.tries < 5 {
 		d.tries++
 		time.Sleep(time.Second)

@@ -170,8 +170,9 @@ func detachShim(conf *config.NetConf, id string) error {
 	return sh.Detach(id)
 }
 
-// GC keys of the valid attachments (SPEC.md, "GC"; the second is the name
-// an earlier draft used).
+// GC keys of the valid attachments: SPEC.md ("GC") names the first; libcni
+// sends the second too, the name an earlier text of the spec used
+// (containernetworking/cni#1101).
 var gcKeys = []string{"cni.dev/valid-attachments", "cni.dev/attachments"}
 
 // withShimAttachments adds the host shims' own attachments to the runtime's

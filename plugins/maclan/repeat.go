@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ifconfig"
 	"github.com/maclan-cni/maclan/pkg/macvlan"
+	"github.com/maclan-cni/maclan/pkg/masterlink"
 )
 
 // existingLink returns the container's interface named ifName, or nil when
@@ -42,16 +40,13 @@ func existingLink(h *handles, ifName string) (netlink.Link, error) {
 // same attachment answers with the lease the running container holds
 // (maclan-ipam and host-local do), and giving that back would let the next
 // ADD hand its address out a second time.
-func repeatAdd(args *skel.CmdArgs, conf *config.NetConf, h *handles, log *slog.Logger) error {
-	mode, err := macvlan.ParseMode(conf.Mode)
-	if err != nil {
-		return err
-	}
-	master, err := macvlan.LookupMaster(h.master, conf.Master, h.where)
+func repeatAdd(c *command, conf *config.NetConf, h *handles) error {
+	args := c.args
+	master, err := masterlink.Lookup(h.master, conf.Master, h.where)
 	if err != nil {
 		return masterError(err)
 	}
-	want := macvlan.Expect{Master: master.Attrs().Name, MasterIndex: master.Attrs().Index, Mode: mode, MTU: conf.MTU}
+	want := macvlan.Expect{Master: master.Attrs().Name, MasterIndex: master.Attrs().Index, Mode: linkMode(conf.Mode), MTU: conf.MTU}
 	if err := macvlan.Verify(h.cont, h.master, args.IfName, want); err != nil {
 		return fmt.Errorf("the container already has an interface %q that is not this network's (%w): left as it was",
 			args.IfName, err)
@@ -65,26 +60,8 @@ func repeatAdd(args *skel.CmdArgs, conf *config.NetConf, h *handles, log *slog.L
 		Interfaces: []*current.Interface{{Name: args.IfName, Mac: link.Attrs().HardwareAddr.String(), Sandbox: args.Netns}},
 		DNS:        conf.DNS,
 	}
-	if conf.IPAM.Type != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
-		defer cancel()
-		d, err := startDelegate(ctx, "ADD", conf.IPAM.Type, args.StdinData)
-		if err != nil {
-			return fmt.Errorf("IPAM %q ADD: %w", conf.IPAM.Type, err)
-		}
-		ipamResult, err := ipamAdd(conf.IPAM.Type, d)
-		if err != nil {
-			return err
-		}
-		if err := ifconfig.Verify(h.cont, args.IfName, ipamResult.IPs, ipamResult.Routes); err != nil {
-			return fmt.Errorf("the container already has an interface %q, but it does not hold what IPAM %q gives "+
-				"this attachment (%w): left as it was", args.IfName, conf.IPAM.Type, err)
-		}
-		result.IPs, result.Routes = ipamResult.IPs, ipamResult.Routes
-		result.DNS = mergeDNS(conf.DNS, ipamResult.DNS)
-		for _, ipc := range result.IPs {
-			ipc.Interface = current.Int(0)
-		}
+	if err := repeatIPAM(c, conf, h, result); err != nil {
+		return err
 	}
 	if conf.ShimEnabled() {
 		sh, err := newShim(h.master, conf, master.Attrs().Name, args.StdinData)
@@ -95,7 +72,35 @@ func repeatAdd(args *skel.CmdArgs, conf *config.NetConf, h *handles, log *slog.L
 			return err
 		}
 	}
-	log.Info("already attached: answering with the existing interface", "master", master.Attrs().Name,
+	c.log.Info("already attached: answering with the existing interface", "master", master.Attrs().Name,
 		"mac", result.Interfaces[0].Mac, "ips", resultIPs(result))
-	return types.PrintResult(result, conf.CNIVersion)
+	return c.print(result, conf.CNIVersion)
+}
+
+// repeatIPAM asks the IPAM again for the attachment's lease and checks
+// that the interface holds it; result gets the IPAM's answer.
+func repeatIPAM(c *command, conf *config.NetConf, h *handles, result *current.Result) error {
+	if conf.IPAM.Type == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
+	defer cancel()
+	d, err := startDelegate(ctx, "ADD", conf.IPAM.Type, c.args.StdinData)
+	if err != nil {
+		return fmt.Errorf("IPAM %q ADD: %w", conf.IPAM.Type, err)
+	}
+	ipamResult, err := ipamAdd(conf.IPAM.Type, d)
+	if err != nil {
+		return err
+	}
+	if err := ifconfig.Verify(h.cont, c.args.IfName, ipamResult.IPs, ipamResult.Routes); err != nil {
+		return fmt.Errorf("the container already has an interface %q, but it does not hold what IPAM %q gives "+
+			"this attachment (%w): left as it was", c.args.IfName, conf.IPAM.Type, err)
+	}
+	result.IPs, result.Routes = ipamResult.IPs, ipamResult.Routes
+	result.DNS = mergeDNS(conf.DNS, ipamResult.DNS)
+	for _, ipc := range result.IPs {
+		ipc.Interface = current.Int(0)
+	}
+	return nil
 }

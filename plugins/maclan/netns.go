@@ -1,0 +1,102 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netns"
+
+	"github.com/maclan-cni/maclan/pkg/macvlan"
+)
+
+// handles opens netlink handles on the container namespace and on the
+// namespace where the master lives (the plugin's own, or the container's
+// with linkInContainer).
+type handles struct {
+	cont, master netlinksafe.Handle
+	where        string
+}
+
+func openHandles(contNS ns.NetNS, linkInContainer bool) (*handles, error) {
+	cont, err := netlinksafe.NewHandleAt(netns.NsHandle(contNS.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in container netns %q: %w", contNS.Path(), err)
+	}
+	if linkInContainer {
+		return &handles{cont: cont, master: cont, where: "container"}, nil
+	}
+	host, err := netlinksafe.NewHandle()
+	if err != nil {
+		cont.Close()
+		return nil, fmt.Errorf("netlink handle in host netns: %w", err)
+	}
+	return &handles{cont: cont, master: host, where: "host"}, nil
+}
+
+func (h *handles) Close() {
+	if h.master.Handle != h.cont.Handle {
+		h.master.Close()
+	}
+	h.cont.Close()
+}
+
+// openContainer opens the container's namespace and the netlink handles
+// (see openHandles); the caller closes both.
+func openContainer(path string, linkInContainer bool) (ns.NetNS, *handles, error) {
+	contNS, err := openNetNS(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := openHandles(contNS, linkInContainer)
+	if err != nil {
+		contNS.Close()
+		return nil, nil, err
+	}
+	return contNS, h, nil
+}
+
+func openNetNS(path string) (ns.NetNS, error) {
+	n, err := ns.GetNS(path)
+	if err != nil {
+		return nil, fmt.Errorf("open container netns %q: %w", path, err)
+	}
+	return n, nil
+}
+
+// deleteLink removes the container's link, and one an interrupted ADD left
+// under its temporary name. A namespace that has gone took the link with
+// it; a link that is not ours is left in place, with a warning.
+func deleteLink(netnsPath, ifName string, log *slog.Logger) error {
+	if netnsPath == "" {
+		return nil // the runtime has no namespace left (after a reboot, say)
+	}
+	contNS, err := ns.GetNS(netnsPath)
+	if err != nil {
+		var gone ns.NSPathNotExistErr
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &gone) || errors.As(err, &notNS) {
+			return nil // the namespace, and the link with it, is gone
+		}
+		return fmt.Errorf("open container netns %q: %w", netnsPath, err)
+	}
+	defer contNS.Close()
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(contNS.Fd()))
+	if err != nil {
+		return fmt.Errorf("netlink handle in container netns %q: %w", netnsPath, err)
+	}
+	defer h.Close()
+	// An ADD killed between creating the link and renaming it leaves it
+	// under its temporary name.
+	if _, err := macvlan.Delete(h, macvlan.TempName(ifName)); err != nil {
+		log.Warn("interface left in place", "netns", netnsPath, "error", err)
+	}
+	if _, err := macvlan.Delete(h, ifName); err != nil {
+		// Not ours (another plugin's link of that name): leave it, and do
+		// not fail DEL for ever over it.
+		log.Warn("interface left in place", "netns", netnsPath, "error", err)
+	}
+	return nil
+}
