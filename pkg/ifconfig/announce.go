@@ -23,11 +23,24 @@ func announce(link netlink.Link, ips []*current.IPConfig, count int) error {
 	}
 	mac := link.Attrs().HardwareAddr
 	idx := link.Attrs().Index
+	// One ARP socket for every announcement: each socket opened and
+	// closed costs an RCU grace period (see arp.Announcer).
+	var arpSock *arp.Announcer
+	defer func() {
+		if arpSock != nil {
+			_ = arpSock.Close() // nothing was buffered: sendto has returned
+		}
+	}()
 	for i := 0; i < count; i++ {
 		for _, ipc := range ips {
 			var err error
 			if ip4 := ipc.Address.IP.To4(); ip4 != nil {
-				err = sendARPAnnouncement(idx, mac, ip4)
+				if arpSock == nil {
+					if arpSock, err = arp.NewAnnouncer(); err != nil {
+						return err
+					}
+				}
+				err = sendARPAnnouncement(arpSock, idx, mac, ip4)
 			} else {
 				err = sendUnsolicitedNA(idx, mac, ipc.Address.IP)
 			}
@@ -39,12 +52,12 @@ func announce(link netlink.Link, ips []*current.IPConfig, count int) error {
 	return nil
 }
 
-func sendARPAnnouncement(ifIndex int, mac net.HardwareAddr, ip net.IP) error {
+func sendARPAnnouncement(a *arp.Announcer, ifIndex int, mac net.HardwareAddr, ip net.IP) error {
 	addr, ok := netip.AddrFromSlice(ip.To4())
 	if !ok {
 		return fmt.Errorf("ARP announcement for %s: not an IPv4 address", ip)
 	}
-	return arp.Announce(ifIndex, mac, addr)
+	return a.Announce(ifIndex, mac, addr)
 }
 
 // unsolicitedNA builds an ICMPv6 neighbour advertisement for target with
