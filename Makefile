@@ -5,7 +5,8 @@ BIN         := $(CURDIR)/bin
 TOOLS       := $(CURDIR)/.tools/bin
 CNI_BIN_DIR ?= /opt/cni/bin
 VERSION     := $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS     := -s -w -X main.buildVersion=$(VERSION)
+LDFLAGS     := -s -w -X main.buildVersion=$(VERSION) \
+	-X github.com/maclan-cni/maclan/plugins/maclan-ipam.buildVersion=$(VERSION)
 PLUGINS     := maclan maclan-ipam maclan-ipam-etcd
 
 # Reference plugins and clients that the tests run beside maclan.
@@ -20,13 +21,19 @@ all: build
 
 build: $(addprefix $(BIN)/,$(PLUGINS))
 
+# maclan and maclan-ipam are one executable under two names (a hard link):
+# run as maclan-ipam it is the IPAM, and maclan runs a delegated maclan-ipam
+# call in process when CNI_PATH finds that very file (plugins/maclan/inprocess.go).
+$(BIN)/maclan: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./plugins/maclan
+
+$(BIN)/maclan-ipam: $(BIN)/maclan
+	ln -f $< $@
+
 # maclan-ipam-etcd is maclan-ipam with the etcd client linked in; maclan-ipam
 # hands it every call that names the etcd store (plugins/maclan-ipam/handoff.go).
 $(BIN)/maclan-ipam-etcd: FORCE
-	CGO_ENABLED=0 $(GO) build -trimpath -tags etcd -ldflags '$(LDFLAGS)' -o $@ ./plugins/maclan-ipam
-
-$(BIN)/%: FORCE
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./plugins/$*
+	CGO_ENABLED=0 $(GO) build -trimpath -tags etcd -ldflags '$(LDFLAGS)' -o $@ ./plugins/maclan-ipam-etcd
 
 FORCE:
 
@@ -93,7 +100,8 @@ fuzz:
 
 install: build
 	install -d $(CNI_BIN_DIR)
-	install -m 0755 $(addprefix $(BIN)/,$(PLUGINS)) $(CNI_BIN_DIR)/
+	install -m 0755 $(BIN)/maclan $(BIN)/maclan-ipam-etcd $(CNI_BIN_DIR)/
+	ln -f $(CNI_BIN_DIR)/maclan $(CNI_BIN_DIR)/maclan-ipam
 
 # Needs root: maclan vs the reference plugins in the namespace lab; writes
 # docs/benchmarks.md and docs/ipam-scale.png.
@@ -122,7 +130,7 @@ $(TOOLS)/crictl:
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)
 	$(GO) vet ./...
-	$(GO) vet -tags etcd ./plugins/maclan-ipam
+	$(GO) vet -tags etcd ./plugins/maclan-ipam ./plugins/maclan-ipam-etcd
 	$(GO) vet -tags integration ./integration/...
 
 clean:

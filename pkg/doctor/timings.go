@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -20,23 +21,25 @@ type call struct {
 	phases map[string]time.Duration
 }
 
+// The log line's fields, compiled on first use: doctor is linked into
+// maclan's executable, whose every CNI call would otherwise pay for them.
 var (
-	reCmd      = regexp.MustCompile(`\bcmd=(ADD|DEL)\b`)
-	reDuration = regexp.MustCompile(`\bduration=(\S+)`)
-	rePhase    = regexp.MustCompile(`\bphase\.([a-z]+)=(\S+)`)
+	reCmd      = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\bcmd=(ADD|DEL)\b`) })
+	reDuration = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\bduration=(\S+)`) })
+	rePhase    = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\bphase\.([a-z]+)=(\S+)`) })
 )
 
 // parseCall reads the timing of one log line of the plugin (see run in
 // plugins/maclan: with logLevel debug its "ok"/"failed" line carries
 // phase.NAME=DURATION for each phase). Other lines give false.
 func parseCall(line string) (call, bool) {
-	m := reCmd.FindStringSubmatch(line)
-	phases := rePhase.FindAllStringSubmatch(line, -1)
+	m := reCmd().FindStringSubmatch(line)
+	phases := rePhase().FindAllStringSubmatch(line, -1)
 	if m == nil || len(phases) == 0 || !strings.Contains(line, "plugin=maclan ") {
 		return call{}, false
 	}
 	c := call{cmd: m[1], phases: map[string]time.Duration{}}
-	if d := reDuration.FindStringSubmatch(line); d != nil {
+	if d := reDuration().FindStringSubmatch(line); d != nil {
 		c.total, _ = time.ParseDuration(d[1]) // unreadable: 0
 	}
 	for _, p := range phases {

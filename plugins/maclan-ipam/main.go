@@ -1,18 +1,24 @@
-// Command maclan-ipam is the IPAM plugin of maclan: host-local's
+// Package ipamplugin is maclan-ipam, the IPAM plugin of maclan: host-local's
 // configuration, a crash-safe directory store whose cost does not grow with
 // the number of leases, GC and STATUS. Run by hand (no CNI_COMMAND) it is a
 // small operator tool for its store; see cli.go.
-package main
+//
+// It has no executable of its own: maclan's executable runs Main when it is
+// started under the name maclan-ipam (make install links the two names), and
+// runs a delegated IPAM call in process (InProcess) when the maclan-ipam
+// that CNI_PATH finds is that very file. maclan-ipam-etcd is the same
+// package built with -tags etcd.
+package ipamplugin
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/maclan-cni/maclan/pkg/cmdwrap"
@@ -22,12 +28,14 @@ import (
 	"github.com/maclan-cni/maclan/pkg/logging"
 )
 
-// buildVersion is set at link time: -ldflags "-X main.buildVersion=v1.2.3".
+// buildVersion is set at link time:
+// -ldflags "-X github.com/maclan-cni/maclan/plugins/maclan-ipam.buildVersion=v1.2.3".
 var buildVersion = "dev"
 
 func about() string { return "CNI maclan-ipam plugin " + buildVersion }
 
-func main() {
+// Main is maclan-ipam's main.
+func Main() {
 	if os.Getenv("CNI_COMMAND") == "" {
 		if !etcdBuiltIn && cliWantsEtcd(os.Args[1:]) {
 			fmt.Fprintln(os.Stderr, execEtcd(os.Args[1:]))
@@ -44,14 +52,19 @@ func main() {
 			return
 		}
 	}
+	skel.PluginMainFuncs(verbs(os.Stdout), version.All, about())
+}
+
+// verbs are the plugin's commands; ADD prints its result to stdout.
+func verbs(stdout io.Writer) skel.CNIFuncs {
 	w := cmdwrap.Options{Plugin: "maclan-ipam", LogConf: readLogConf, Validate: validAttachment}
-	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    w.Wrap("ADD", cmdAdd),
+	return skel.CNIFuncs{
+		Add:    w.Wrap("ADD", func(args *skel.CmdArgs, log *slog.Logger) error { return cmdAdd(args, log, stdout) }),
 		Del:    w.Wrap("DEL", cmdDel),
 		Check:  w.Wrap("CHECK", cmdCheck),
 		GC:     w.Wrap("GC", cmdGC),
 		Status: w.Wrap("STATUS", cmdStatus),
-	}, version.All, about())
+	}
 }
 
 func failWith(err error) func(*skel.CmdArgs) error {
@@ -99,7 +112,7 @@ func withStore(conf *config.IPAMConf, lc lifecycle, log *slog.Logger, fn func(pl
 	return fn(st)
 }
 
-func cmdAdd(args *skel.CmdArgs, log *slog.Logger) error {
+func cmdAdd(args *skel.CmdArgs, log *slog.Logger, stdout io.Writer) error {
 	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -114,7 +127,12 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		return types.PrintResult(res, conf.CNIVersion)
+		// What types.PrintResult does, to stdout.
+		out, err := res.GetAsVersion(conf.CNIVersion)
+		if err != nil {
+			return err
+		}
+		return out.PrintTo(stdout)
 	})
 }
 

@@ -1,4 +1,4 @@
-package main
+package ipamplugin
 
 import (
 	"bytes"
@@ -27,18 +27,23 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// maclan-ipam is maclan's executable run under that name (make build
+	// links them); it hands etcd calls to maclan-ipam-etcd beside it.
 	binary = filepath.Join(dir, "maclan-ipam")
-	// maclan-ipam hands etcd calls to maclan-ipam-etcd beside it.
 	for _, b := range [][]string{
-		{"-o", binary},
-		{"-tags", "etcd", "-o", filepath.Join(dir, etcdBinary)},
+		{"-o", filepath.Join(dir, "maclan"), "../maclan"},
+		{"-tags", "etcd", "-o", filepath.Join(dir, etcdBinary), "../maclan-ipam-etcd"},
 	} {
-		args := append(append([]string{"build", "-ldflags", "-X main.buildVersion=test"}, buildFlags...), b...)
-		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		args := append(append([]string{"build", "-ldflags", "-X github.com/maclan-cni/maclan/plugins/maclan-ipam.buildVersion=test"}, buildFlags...), b...)
+		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 			os.Exit(1)
 		}
+	}
+	if err := os.Link(filepath.Join(dir, "maclan"), binary); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir) // a temp dir left behind is not worth failing for

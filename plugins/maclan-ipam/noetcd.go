@@ -1,6 +1,6 @@
 //go:build !etcd
 
-package main
+package ipamplugin
 
 import (
 	"log/slog"

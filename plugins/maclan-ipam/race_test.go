@@ -1,6 +1,6 @@
 //go:build race
 
-package main
+package ipamplugin
 
 // Under `go test -race` (make race) the binaries that the tests run,
 // maclan-ipam and maclan-ipam-etcd, are built with the race detector too, so

@@ -1,6 +1,6 @@
 //go:build etcd
 
-package main
+package ipamplugin
 
 // The etcd store, linked only into maclan-ipam-etcd (see handoff.go).
 

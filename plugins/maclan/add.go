@@ -119,6 +119,9 @@ func (a *attachment) startIPAM(ctx context.Context) error {
 	}
 	a.lease.pending = d
 	a.tr.step("ipam start")
+	if d.inProcess() {
+		a.tr.mark("ipam in process")
+	}
 	return nil
 }
 

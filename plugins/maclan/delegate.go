@@ -36,7 +36,8 @@ func delegate(ctx context.Context, command, plugin string, stdin []byte, env ...
 	return d.wait()
 }
 
-// delegation is a delegated plugin call under way.
+// delegation is a delegated plugin call under way: a child process, or
+// maclan-ipam running in this process (inProcess).
 type delegation struct {
 	ctx            context.Context
 	path           string
@@ -45,6 +46,9 @@ type delegation struct {
 	cmd            *exec.Cmd
 	stdout, stderr bytes.Buffer
 	tries          int
+
+	done chan struct{} // in process: closed when the call has returned
+	err  error         // in process: the call's error
 }
 
 // startDelegate starts the call and returns at once, so that the caller
@@ -55,6 +59,9 @@ func startDelegate(ctx context.Context, command, plugin string, stdin []byte, en
 	path, err := findInPath(plugin, filepath.SplitList(os.Getenv("CNI_PATH")))
 	if err != nil {
 		return nil, err
+	}
+	if len(env) == 0 && runsInProcess(plugin, path, stdin) {
+		return startInProcess(command, stdin), nil
 	}
 	env = append(env, "CNI_COMMAND="+command)
 	replaced := func(kv string) bool {
@@ -82,6 +89,13 @@ func (d *delegation) start() error {
 
 // wait returns the plugin's stdout, or its error.
 func (d *delegation) wait() ([]byte, error) {
+	if d.done != nil {
+		<-d.done
+		if d.err != nil {
+			return nil, d.err
+		}
+		return d.stdout.Bytes(), nil
+	}
 	for {
 		err := d.cmd.Wait()
 		if err == nil {

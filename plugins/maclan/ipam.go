@@ -66,6 +66,9 @@ func startRelease(ctx context.Context, plugin string, stdin []byte, tr *tracer) 
 	}
 	d, err := startDelegate(ctx, "DEL", plugin, stdin)
 	tr.step("ipam start")
+	if err == nil && d.inProcess() {
+		tr.mark("ipam in process")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("IPAM %q DEL: %w", plugin, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/maclan-cni/maclan/pkg/logging"
 	"github.com/maclan-cni/maclan/pkg/macvlan"
 	"github.com/maclan-cni/maclan/pkg/masterlink"
+	ipamplugin "github.com/maclan-cni/maclan/plugins/maclan-ipam"
 )
 
 // buildVersion is set at link time (-X main.buildVersion=...).
@@ -56,6 +58,10 @@ func init() {
 }
 
 func main() {
+	if filepath.Base(os.Args[0]) == selfIPAM {
+		ipamplugin.Main() // the same executable, run as maclan-ipam
+		return
+	}
 	if runByHand() {
 		os.Exit(cliMain(os.Args[1:], os.Stdout, os.Stderr))
 	}

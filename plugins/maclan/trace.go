@@ -60,6 +60,14 @@ func (t *tracer) step(name string) {
 	}
 }
 
+// mark prints a line that is not a step (MACLAN_TRACE=1): it takes no
+// time from the phases.
+func (t *tracer) mark(name string) {
+	if t.w != nil {
+		fmt.Fprintf(t.w, "maclan-trace %s -\n", name)
+	}
+}
+
 func (t *tracer) add(phase string, d time.Duration) {
 	if phase == "" {
 		return

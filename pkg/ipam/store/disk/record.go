@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
@@ -19,7 +20,9 @@ import (
 // refuses any other version rather than guess.
 const recordVersion = 1
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// castagnoli is made on first use: maclan's executable links the store,
+// and most of its calls never checksum a record.
+var castagnoli = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
 // leaseVersion is the format of lease records: 2 adds the lifecycle fields
 // (host, boot, netns, workload, released) to version 1, which stays
@@ -46,7 +49,7 @@ type leaseRecord struct {
 }
 
 func (r *leaseRecord) sum() string {
-	h := crc32.New(castagnoli)
+	h := crc32.New(castagnoli())
 	_, _ = fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s\x00%s", r.Version, r.IP, r.ContainerID, r.IfName,
 		r.Created.UTC().Format(time.RFC3339Nano)) // a hash.Hash never fails to write
 	if r.Version == 1 {
@@ -131,7 +134,7 @@ type attachRecord struct {
 }
 
 func (r *attachRecord) sum() string {
-	h := crc32.New(castagnoli)
+	h := crc32.New(castagnoli())
 	_, _ = fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s", r.Version, r.ContainerID, r.IfName, strings.Join(r.IPs, ","))
 	return fmt.Sprintf("%08x", h.Sum32())
 }
