@@ -268,12 +268,13 @@ func newLab(prefix, binDir, toolsDir string) (l *lab, err error) {
 	if err := ipSteps(steps); err != nil {
 		return l, err
 	}
-	// The wiring works before any plugin runs.
-	if err := pingOnce(l.gw, host4); err != nil {
-		return l, fmt.Errorf("lab self-check: %w", err)
-	}
-	if err := pingOnce(l.gw, host6); err != nil {
-		return l, fmt.Errorf("lab self-check: %w", err)
+	// The wiring works before any plugin runs. A first echo can be lost
+	// while the new ports settle on a loaded machine: retried until
+	// settleTimeout, as wantPing does.
+	for _, dst := range []string{host4, host6} {
+		if err := pingSettled(l.gw, dst); err != nil {
+			return l, fmt.Errorf("lab self-check: %w", err)
+		}
 	}
 	return l, nil
 }

@@ -150,6 +150,18 @@ func pingOnce(n *netNS, dst string) error {
 	return nil
 }
 
+// pingSettled pings dst from n until an echo comes back or settleTimeout
+// runs out.
+func pingSettled(n *netNS, dst string) error {
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		err := pingOnce(n, dst)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+	}
+}
+
 // wantPing checks that n reaches dst. A lost first echo (neighbour
 // resolution, a port still learning) is retried until settleTimeout.
 func wantPing(t *testing.T, n *netNS, dst string) {
