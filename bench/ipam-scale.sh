@@ -18,4 +18,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go -C bench build -o "$tmp/ipamscale" ./ipamscale
 echo "maclan-ipam: $(bin/maclan-ipam version)   reference: $REF   $(nproc) CPUs, $(uname -r)"
-"$tmp/ipamscale" -ours bin/maclan-ipam -ref "$REF" "$@"
+# In a network namespace of its own (only lo): the plugins never run in the
+# machine's namespace, whose eth0 is a real NIC. Needs root (unshare).
+unshare --net "$tmp/ipamscale" -ours bin/maclan-ipam -ref "$REF" "$@"

@@ -56,6 +56,7 @@ func TestBench(t *testing.T) {
 	theLab.ip(t, "-n", theLab.gw.name, "addr", "add", refGw4+"/24", "dev", gwIf)
 	t.Cleanup(func() { _ = run("ip", "-n", theLab.gw.name, "addr", "del", refGw4+"/24", "dev", gwIf) }) // the lab goes anyway
 
+	t.Run("floor", func(t *testing.T) { benchFloor(t, rep, benchEnvInt("MACLAN_BENCH_FLOOR", 100)) })
 	t.Run("sequential", func(t *testing.T) { benchSequential(t, rep, benchEnvInt("MACLAN_BENCH_SEQ", 200)) })
 	t.Run("dualstack", func(t *testing.T) { benchDualStack(t, rep, benchEnvInt("MACLAN_BENCH_DUAL", 10)) })
 	t.Run("parallel", func(t *testing.T) {

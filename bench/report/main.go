@@ -113,6 +113,7 @@ func ratio(a, b time.Duration) string {
 type Doc struct {
 	Started, Host string
 	Main          string // Markdown table: workloads
+	Floor         string // Markdown table: the floor under an ADD
 	Parallel      string // Markdown table
 	Trace         string // Markdown table
 	IPAM          string // Markdown table
@@ -158,6 +159,9 @@ func build(r *samples.Report) *Doc {
 		}
 	}
 	d.Main = tb.String()
+	var floorTargets []target
+	d.Floor, floorTargets = floorTable(r, &sum)
+	targets = append(targets, floorTargets...)
 
 	if len(r.Parallel) > 0 {
 		var pb strings.Builder
@@ -245,6 +249,52 @@ func build(r *samples.Report) *Doc {
 	d.Targets = tt.String()
 	d.Summary = sum.String()
 	return d
+}
+
+// floorTable puts maclan's sequential ADD beside the floor measured in the
+// same run (integration/bench_floor_test.go): an empty Go program's exec
+// plus one macvlan made straight into a namespace.
+func floorTable(r *samples.Report, sum *strings.Builder) (string, []target) {
+	var floor, seq *samples.Workload
+	for _, w := range r.Workloads {
+		switch w.Name {
+		case "floor":
+			floor = w
+		case "sequential ADD (IPv4)":
+			seq = w
+		}
+	}
+	if floor == nil {
+		return "", nil
+	}
+	var b strings.Builder
+	b.WriteString("| what | median | p95 | CPU |\n| --- | ---: | ---: | ---: |\n")
+	row := func(name string, s stats) {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", name, ms(s.median), ms(s.p95), ms(s.cpu))
+	}
+	var total stats
+	for _, op := range []string{"empty Go exec", "macvlan into netns", "macvlan add + move"} {
+		ser, ok := floor.Ops[op]
+		if !ok {
+			continue
+		}
+		s := statsOf(ser)
+		row(fmt.Sprintf("%s (n=%d)", op, len(ser.WallUS)), s)
+		if op != "macvlan add + move" {
+			total.median += s.median
+			total.cpu += s.cpu
+		}
+	}
+	fmt.Fprintf(&b, "| **floor**: empty Go exec + macvlan into netns | %s | | %s |\n", ms(total.median), ms(total.cpu))
+	if seq == nil || seq.Ops["maclan"] == nil || total.median == 0 {
+		return b.String(), nil
+	}
+	a := statsOf(seq.Ops["maclan"])
+	rt := float64(a.median) / float64(total.median)
+	fmt.Fprintf(&b, "| maclan sequential ADD (IPv4) | %s | %s | %s |\n", ms(a.median), ms(a.p95), ms(a.cpu))
+	fmt.Fprintf(&b, "| **maclan ADD / floor** | %.2fx | | %.2fx |\n", rt, float64(a.cpu)/float64(max(total.cpu, 1)))
+	fmt.Fprintf(sum, "floor %s (exec %s + link)  maclan ADD %s  = %.2fx the floor\n", ms(total.median), ms(statsOf(floor.Ops["empty Go exec"]).median), ms(a.median), rt)
+	return b.String(), []target{{"maclan ADD against the floor (empty Go exec + macvlan into netns)", "≤ 2x the floor", fmt.Sprintf("%.2fx", rt), rt <= 2}}
 }
 
 // traceTable gives the median of each traced step, in the order the steps
