@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/maclan-cni/maclan/integration/samples"
+	"github.com/maclan-cni/maclan/pkg/ipam/holder"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
@@ -54,14 +55,15 @@ func main() {
 	rounds := flag.Int("rounds", 11, "ADD+DEL pairs per binary and size")
 	work := flag.String("dir", "", "work directory (default: a temporary one)")
 	jsonOut := flag.String("json", "", "write the samples to this file")
+	sweep := flag.Int("sweep", 50000, "time the sweep after a reboot over this many leases (0: skip)")
 	flag.Parse()
-	if err := run(*ours, *ref, *sizesFlag, *rounds, *work, *jsonOut); err != nil {
+	if err := run(*ours, *ref, *sizesFlag, *rounds, *work, *jsonOut, *sweep); err != nil {
 		fmt.Fprintln(os.Stderr, "ipamscale:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ours, ref, sizesFlag string, rounds int, work, jsonOut string) error {
+func run(ours, ref, sizesFlag string, rounds int, work, jsonOut string, sweep int) error {
 	var sizes []int
 	for s := range strings.SplitSeq(sizesFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -131,6 +133,15 @@ func run(ours, ref, sizesFlag string, rounds int, work, jsonOut string) error {
 		if err := errors.Join(os.RemoveAll(oursDir), os.RemoveAll(refDir)); err != nil {
 			return err
 		}
+	}
+	if sweep > 0 {
+		sw, err := timeSweep(ours, filepath.Join(work, "sweep"), sweep)
+		if err != nil {
+			return err
+		}
+		res.Sweep = sw
+		fmt.Printf("after-boot sweep of %d leases: first ADD %s, next ADD %s\n", sw.Leases,
+			time.Duration(sw.FirstUS)*time.Microsecond, time.Duration(sw.NextUS)*time.Microsecond)
 	}
 	if jsonOut == "" {
 		return nil
@@ -220,8 +231,42 @@ func addrs(n int) []netip.Addr {
 	return out
 }
 
+// timeSweep fills a store with n leases that this host took in another
+// boot, then times the ADD that sweeps them all (the first call after a
+// reboot) and the ADD after it, and checks that the sweep left only the
+// two new leases.
+func timeSweep(bin, dataDir string, n int) (*samples.Sweep, error) {
+	id, err := holder.Current()
+	if err != nil {
+		return nil, err
+	}
+	if err := fillOursAs(dataDir, n, store.Lease{Host: id.Host, Boot: "an-earlier-boot"}); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dataDir) //nolint:errcheck // bench data
+	sw := &samples.Sweep{Leases: n}
+	for i, us := range []*int64{&sw.FirstUS, &sw.NextUS} {
+		t, _, err := addDel(bin, dataDir, fmt.Sprintf("sweep-%d", i), 0, oursLeases(dataDir))
+		if err != nil {
+			return nil, err
+		}
+		*us = t.wall.Microseconds()
+	}
+	entries, err := os.ReadDir(filepath.Join(dataDir, network, "leases"))
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) != 0 {
+		return nil, fmt.Errorf("after the sweep and two ADD+DELs, %d leases are left, want none", len(entries))
+	}
+	return sw, nil
+}
+
 // fillOurs writes n leases through the store's bulk Import.
-func fillOurs(dataDir string, n int) error {
+func fillOurs(dataDir string, n int) error { return fillOursAs(dataDir, n, store.Lease{}) }
+
+// fillOursAs is fillOurs with the lifecycle fields of stamp on every lease.
+func fillOursAs(dataDir string, n int, stamp store.Lease) error {
 	st, err := disk.New(dataDir, network, disk.Options{})
 	if err != nil {
 		return err
@@ -229,7 +274,9 @@ func fillOurs(dataDir string, n int) error {
 	defer st.Close() //nolint:errcheck // bench setup
 	leases := make([]store.Lease, 0, n)
 	for i, ip := range addrs(n) {
-		leases = append(leases, store.Lease{IP: ip, ContainerID: fmt.Sprintf("pre-%d", i), IfName: "eth0", Created: time.Now()})
+		l := stamp
+		l.IP, l.ContainerID, l.IfName, l.Created = ip, fmt.Sprintf("pre-%d", i), "eth0", time.Now()
+		leases = append(leases, l)
 	}
 	return store.WithLock(context.Background(), st, func() error {
 		_, err := st.Import(context.Background(), leases)

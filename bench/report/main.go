@@ -233,6 +233,11 @@ func build(r *samples.Report) *Doc {
 				}
 			}
 		}
+		if sw := r.IPAM.Sweep; sw != nil {
+			fmt.Fprintf(&ib, "\nThe first call after a reboot gives back every lease this host took in the earlier boot: "+
+				"with %d such leases its ADD took %s, the ADD after it %s.\n", sw.Leases, ms(us(sw.FirstUS)), ms(us(sw.NextUS)))
+			fmt.Fprintf(&sum, "ipam sweep after boot of %d leases: first ADD %s, next %s\n", sw.Leases, ms(us(sw.FirstUS)), ms(us(sw.NextUS)))
+		}
 		d.IPAM = ib.String()
 	}
 

@@ -61,6 +61,17 @@ type ParallelRound struct {
 type IPAM struct {
 	Rounds int     `json:"rounds"`
 	Sizes  []*Size `json:"sizes"`
+	// Sweep is the cost of the first call after a reboot, which gives back
+	// every lease of the earlier boot (docs/ipam.md, "Lease lifecycle").
+	Sweep *Sweep `json:"sweep,omitempty"`
+}
+
+// Sweep times an ADD that sweeps Leases leases of an earlier boot (First)
+// and the ADD after it (Next), which finds the sweep done.
+type Sweep struct {
+	Leases  int   `json:"leases"`
+	FirstUS int64 `json:"firstUS"`
+	NextUS  int64 `json:"nextUS"`
 }
 
 // Size holds the samples at one lease count.

@@ -408,7 +408,7 @@ func (a *Allocator) Check(ctx context.Context, containerID, ifName string) (allo
 }
 
 // Attachment is a (container ID, interface) pair.
-type Attachment struct{ ContainerID, IfName string }
+type Attachment = store.Attachment
 
 // GC releases every lease whose attachment is not in valid, and every
 // expired conflict record, and returns them. Damaged records are kept
@@ -440,7 +440,7 @@ func (a *Allocator) GC(ctx context.Context, valid []Attachment) (gone []store.Le
 				}
 				continue // kept for its workload, whom the runtime does not list
 			}
-			if at := (Attachment{l.ContainerID, l.IfName}); !keep[at] {
+			if at := (Attachment{ContainerID: l.ContainerID, IfName: l.IfName}); !keep[at] {
 				gone = append(gone, l)
 				stale[at] = true
 			}

@@ -239,7 +239,7 @@ func TestGC(t *testing.T) {
 	for _, id := range []string{"keep", "drop1", "drop2"} {
 		mustAllocate(t, a, id)
 	}
-	gone, err := a.GC(ctx, []Attachment{{"keep", "eth0"}})
+	gone, err := a.GC(ctx, []Attachment{{ContainerID: "keep", IfName: "eth0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

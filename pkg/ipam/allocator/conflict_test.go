@@ -63,7 +63,7 @@ func TestConflictRecordExpires(t *testing.T) {
 	if err := a.Available(ctx); !errors.Is(err, ErrExhausted) {
 		t.Errorf("Available before the record expires: got %v, want ErrExhausted", err)
 	}
-	if gone, err := a.GC(ctx, []Attachment{{"c2", "eth0"}, {"c3", "eth0"}, {"c4", "eth0"}, {"c5", "eth0"}}); err != nil || len(gone) != 0 {
+	if gone, err := a.GC(ctx, []Attachment{{ContainerID: "c2", IfName: "eth0"}, {ContainerID: "c3", IfName: "eth0"}, {ContainerID: "c4", IfName: "eth0"}, {ContainerID: "c5", IfName: "eth0"}}); err != nil || len(gone) != 0 {
 		t.Errorf("GC before the record expires: released %v (%v), want nothing", gone, err)
 	}
 
@@ -102,7 +102,7 @@ func TestConflictRecordExpires(t *testing.T) {
 // expired one, whatever the list of attachments.
 func TestGCReleasesExpiredConflicts(t *testing.T) {
 	a, st, clk := fullWithConflict(t, time.Minute)
-	valid := []Attachment{{"c2", "eth0"}, {"c3", "eth0"}, {"c4", "eth0"}, {"c5", "eth0"}}
+	valid := []Attachment{{ContainerID: "c2", IfName: "eth0"}, {ContainerID: "c3", IfName: "eth0"}, {ContainerID: "c4", IfName: "eth0"}, {ContainerID: "c5", IfName: "eth0"}}
 	clk.now = clk.now.Add(time.Minute)
 	gone, err := a.GC(ctx, valid)
 	if err != nil {

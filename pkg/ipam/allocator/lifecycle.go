@@ -88,14 +88,8 @@ func (a *Allocator) giveBack(ctx context.Context, containerID, ifName string) ([
 		return ips, err
 	}
 	for _, l := range held {
-		if l.Workload == "" || l.Conflict != "" || l.IsSticky() || !slices.Contains(ips, l.IP) {
-			continue
-		}
-		hold := l
-		hold.ContainerID, hold.Released = StickyID(l.Workload), a.opts.Now()
-		if err := a.st.Reserve(ctx, hold); err != nil {
-			// The address is free: only its stickiness is lost.
-			a.log.Warn("cannot hold the released address for its workload", "workload", l.Workload, "ip", l.IP, "err", err)
+		if l.Workload != "" && l.Conflict == "" && !l.IsSticky() && slices.Contains(ips, l.IP) {
+			a.hold(ctx, l)
 		}
 	}
 	return ips, nil
@@ -147,8 +141,11 @@ func (a *Allocator) reclaimStaleLocked(ctx context.Context, gone *[]store.Lease)
 	}, gone)
 }
 
-// reclaim gives back (giveBack) the attachments of every container lease
-// that dead says is dead, and appends the leases to gone.
+// reclaim gives back the attachments of every container lease that dead
+// says is dead, and appends their leases to gone: all at once through a
+// BulkReleaser when the store is one (the sweep after a reboot may give
+// back thousands), else one by one; with StickyFor, a named workload's
+// released addresses become holds for it (as giveBack does).
 func (a *Allocator) reclaim(ctx context.Context, dead func(store.Lease) (bool, error), gone *[]store.Lease) error {
 	leases, err := a.st.List(ctx)
 	if err != nil {
@@ -157,32 +154,65 @@ func (a *Allocator) reclaim(ctx context.Context, dead func(store.Lease) (bool, e
 		}
 		a.log.Warn("damaged leases are kept; run fsck", "err", err)
 	}
-	done := map[Attachment]bool{}
-	var errs []error
+	verdict := map[Attachment]bool{}
+	var ids []Attachment
+	var theirs []store.Lease
 	for _, l := range leases {
 		if l.Conflict != "" || l.IsSticky() {
 			continue
 		}
-		at := Attachment{l.ContainerID, l.IfName}
-		if done[at] {
-			continue
+		at := Attachment{ContainerID: l.ContainerID, IfName: l.IfName}
+		isDead, seen := verdict[at]
+		if !seen {
+			if isDead, err = dead(l); err != nil {
+				isDead = false
+			}
+			verdict[at] = isDead
+			if isDead {
+				ids = append(ids, at)
+			}
 		}
-		isDead, err := dead(l)
-		if err != nil || !isDead {
-			continue
+		if isDead {
+			theirs = append(theirs, l)
 		}
-		done[at] = true
-		if _, err := a.giveBack(ctx, l.ContainerID, l.IfName); err != nil {
-			errs = append(errs, err)
-			continue
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	bulk, ok := a.st.(store.BulkReleaser)
+	if !ok {
+		var errs []error
+		for _, at := range ids {
+			if _, err := a.giveBack(ctx, at.ContainerID, at.IfName); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		for _, m := range leases {
-			if m.ContainerID == l.ContainerID && m.IfName == l.IfName && m.Conflict == "" && !m.IsSticky() {
-				*gone = append(*gone, m)
+		*gone = append(*gone, theirs...)
+		return errors.Join(errs...)
+	}
+	released, err := bulk.ReleaseLeases(ctx, theirs)
+	if err != nil {
+		return err
+	}
+	*gone = append(*gone, theirs...)
+	if a.opts.StickyFor > 0 {
+		for _, l := range theirs {
+			if l.Workload != "" && slices.Contains(released, l.IP) {
+				a.hold(ctx, l)
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return nil
+}
+
+// hold keeps the released lease l for its workload (StickyFor); a failure
+// only loses the stickiness.
+func (a *Allocator) hold(ctx context.Context, l store.Lease) {
+	hold := l
+	hold.ContainerID, hold.Released = StickyID(l.Workload), a.opts.Now()
+	if err := a.st.Reserve(ctx, hold); err != nil {
+		a.log.Warn("cannot hold the released address for its workload", "workload", l.Workload, "ip", l.IP, "err", err)
+	}
 }
 
 // makeRoom is called when set i has no free address: it reclaims the

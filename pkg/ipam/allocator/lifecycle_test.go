@@ -207,3 +207,34 @@ func TestStickyIDIsAValidContainerID(t *testing.T) {
 	}
 	_ = netip.Addr{}
 }
+
+// The sweep through a store that releases in bulk (the disk store) keeps
+// the rules, and sticky holds, of the one-by-one path.
+func TestSweepEarlierBootsBulk(t *testing.T) {
+	s, _ := newStore(t)
+	c := newClock()
+	mk := func(h store.Lease) *Allocator {
+		return New(s, sets(t, subnet("10.0.0.0/29")), Options{Now: c.Now, Holder: h, StickyFor: time.Hour})
+	}
+	mustAllocate(t, mk(store.Lease{Host: "h1", Boot: "b1", Workload: "k8s/ns/db-0"}), "old-db")
+	mustAllocate(t, mk(store.Lease{Host: "h1", Boot: "b1"}), "old")
+	mustAllocate(t, mk(store.Lease{Host: "h2", Boot: "b1"}), "other-host")
+	now := mk(store.Lease{Host: "h1", Boot: "b2"})
+	gone, err := now.SweepEarlierBoots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gone) != 2 {
+		t.Errorf("swept %v, want old-db's and old's leases", gone)
+	}
+	left := held(t, s)
+	if left["10.0.0.2"].ContainerID != StickyID("k8s/ns/db-0") || !left["10.0.0.2"].IsSticky() {
+		t.Errorf("10.0.0.2 = %+v, want a hold for k8s/ns/db-0", left["10.0.0.2"])
+	}
+	if _, ok := left["10.0.0.3"]; ok {
+		t.Error("old's lease survived the sweep")
+	}
+	if left["10.0.0.4"].ContainerID != "other-host" {
+		t.Errorf("another host's lease was swept: %v", left)
+	}
+}

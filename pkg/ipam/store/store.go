@@ -96,6 +96,19 @@ type Store interface {
 	Close() error
 }
 
+// Attachment is the CNI identity of an interface.
+type Attachment struct{ ContainerID, IfName string }
+
+// BulkReleaser is a Store that releases many leases at the cost of about
+// one (the disk store syncs once instead of once per attachment). The
+// leases must have been read under the lock still held (List); the index
+// entries of their attachments go too, so it is for attachments whose
+// every lease is given back. The sweep after a reboot uses it when the
+// store has it, and ReleaseByID one by one otherwise.
+type BulkReleaser interface {
+	ReleaseLeases(ctx context.Context, leases []Lease) ([]netip.Addr, error)
+}
+
 // Problem is one inconsistency found by a backend's Fsck.
 type Problem struct {
 	Kind     string // temp, stray, corrupt-lease, corrupt-index, stale-index, orphan-lease, bitmap, cursor
