@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
@@ -18,15 +18,15 @@ type storeFlags struct {
 	dataDir           *string
 	endpoints, prefix *string
 	ca, cert, key     *string
-	dialTimeout       *config.IPAMDuration
+	dialTimeout       *ipamconf.Duration
 }
 
 func (c *cli) storeFlags(fs *flag.FlagSet) *storeFlags {
 	f := &storeFlags{
 		c:         c,
-		dataDir:   fs.String("data-dir", config.DefaultIPAMDataDir, "data directory (etcd: where the host's lock file is)"),
+		dataDir:   fs.String("data-dir", ipamconf.DefaultDataDir, "data directory (etcd: where the host's lock file is)"),
 		endpoints: fs.String("etcd-endpoints", "", "comma-separated etcd endpoints: act on the etcd store"),
-		prefix:    fs.String("etcd-prefix", config.DefaultEtcdPrefix, "etcd key prefix"),
+		prefix:    fs.String("etcd-prefix", store.DefaultEtcdPrefix, "etcd key prefix"),
 		ca:        fs.String("etcd-ca", "", "etcd TLS: CA file"),
 		cert:      fs.String("etcd-cert", "", "etcd TLS: client certificate file"),
 		key:       fs.String("etcd-key", "", "etcd TLS: client key file"),
@@ -38,14 +38,14 @@ func (f *storeFlags) isEtcd() bool { return *f.endpoints != "" }
 
 // etcdConf checks the etcd flags the way a network configuration's store
 // object is checked.
-func (f *storeFlags) etcdConf() (config.IPAMStoreConf, error) {
-	sc := config.IPAMStoreConf{Type: "etcd", Dir: *f.dataDir}
+func (f *storeFlags) etcdConf() (ipamconf.StoreConf, error) {
+	sc := ipamconf.StoreConf{Type: "etcd", Dir: *f.dataDir}
 	sc.Endpoints = strings.Split(*f.endpoints, ",")
 	sc.Prefix = *f.prefix
 	if *f.ca != "" || *f.cert != "" || *f.key != "" {
-		sc.TLS = &config.IPAMEtcdTLS{CA: *f.ca, Cert: *f.cert, Key: *f.key}
+		sc.TLS = &ipamconf.EtcdTLS{CA: *f.ca, Cert: *f.cert, Key: *f.key}
 	}
-	if err := config.ValidateEtcd(&sc.IPAMEtcdConf); err != nil {
+	if err := ipamconf.ValidateEtcd(&sc.EtcdConf); err != nil {
 		return sc, usageError(err.Error())
 	}
 	return sc, nil

@@ -18,6 +18,7 @@ import (
 
 	"github.com/maclan-cni/maclan/pkg/cnierr"
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/logging"
 )
@@ -105,7 +106,7 @@ func validAttachment(verb string, args *skel.CmdArgs) error {
 // withStore opens the store of conf, sweeps the leases of earlier boots
 // (once per boot), runs fn on it and closes it, joining a close error into
 // fn's.
-func withStore(conf *config.IPAMConf, lc lifecycle, log *slog.Logger, fn func(pluginStore) error) (err error) {
+func withStore(conf *ipamconf.Conf, lc lifecycle, log *slog.Logger, fn func(pluginStore) error) (err error) {
 	st, err := openStore(conf, log)
 	if err != nil {
 		return err
@@ -116,7 +117,7 @@ func withStore(conf *config.IPAMConf, lc lifecycle, log *slog.Logger, fn func(pl
 }
 
 func cmdAdd(args *skel.CmdArgs, log *slog.Logger) error {
-	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
+	conf, err := ipamconf.Parse(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
@@ -135,7 +136,7 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger) error {
 }
 
 func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {
-	conf, err := config.DecodeIPAMConf(args.StdinData)
+	conf, err := ipamconf.Decode(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -146,7 +147,7 @@ func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {
 }
 
 func cmdCheck(args *skel.CmdArgs, log *slog.Logger) error {
-	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
+	conf, err := ipamconf.Parse(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
@@ -156,7 +157,7 @@ func cmdCheck(args *skel.CmdArgs, log *slog.Logger) error {
 }
 
 func cmdGC(args *skel.CmdArgs, log *slog.Logger) error {
-	conf, err := config.DecodeIPAMConf(args.StdinData)
+	conf, err := ipamconf.Decode(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -166,7 +167,7 @@ func cmdGC(args *skel.CmdArgs, log *slog.Logger) error {
 }
 
 func cmdStatus(args *skel.CmdArgs, log *slog.Logger) (err error) {
-	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
+	conf, err := ipamconf.Parse(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,7 @@ package main
 import (
 	"log/slog"
 
-	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
@@ -15,7 +15,7 @@ import (
 
 const etcdBuiltIn = false
 
-func openEtcdStore(*config.IPAMConf, *slog.Logger) (pluginStore, error) { return nil, errNoEtcd }
+func openEtcdStore(*ipamconf.Conf, *slog.Logger) (pluginStore, error) { return nil, errNoEtcd }
 
 func (f *storeFlags) etcdNetworks() ([]string, error) { return nil, errNoEtcd }
 

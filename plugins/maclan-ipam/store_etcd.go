@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/etcd"
 )
@@ -23,7 +24,7 @@ const etcdBuiltIn = true
 
 var _ pluginStore = (*etcd.Store)(nil)
 
-func openEtcdStore(conf *config.IPAMConf, log *slog.Logger) (pluginStore, error) {
+func openEtcdStore(conf *ipamconf.Conf, log *slog.Logger) (pluginStore, error) {
 	opts, err := etcdOptions(conf.Store)
 	if err != nil {
 		return nil, err
@@ -34,7 +35,7 @@ func openEtcdStore(conf *config.IPAMConf, log *slog.Logger) (pluginStore, error)
 
 // etcdOptions turns a validated store object into etcd.Options, reading the
 // TLS files it names.
-func etcdOptions(sc config.IPAMStoreConf) (etcd.Options, error) {
+func etcdOptions(sc ipamconf.StoreConf) (etcd.Options, error) {
 	opts := etcd.Options{
 		Endpoints:      sc.Endpoints,
 		Prefix:         sc.Prefix,

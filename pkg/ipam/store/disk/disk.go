@@ -75,13 +75,9 @@ const (
 	maxCursorSize = 256
 )
 
-// DefaultLockTimeout bounds the wait for the store lock when Options leaves
-// it unset.
-const DefaultLockTimeout = 10 * time.Second
-
 // Options tune a Store.
 type Options struct {
-	// LockTimeout bounds Lock (default DefaultLockTimeout).
+	// LockTimeout bounds Lock (default store.DefaultLockTimeout).
 	LockTimeout time.Duration
 	// Log receives the few lines worth reading when debugging a node:
 	// damaged records and what was done about them. Nil discards them. The
@@ -114,7 +110,7 @@ func New(dataDir, network string, opts Options) (*Store, error) {
 		return nil, errors.New("open store: empty data directory")
 	}
 	if opts.LockTimeout <= 0 {
-		opts.LockTimeout = DefaultLockTimeout
+		opts.LockTimeout = store.DefaultLockTimeout
 	}
 	log := opts.Log
 	if log == nil {

@@ -3,6 +3,8 @@ package etcd
 import (
 	"fmt"
 	"strings"
+
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
 // Endpoints names the etcd endpoints, as error messages do, without any
@@ -15,30 +17,10 @@ func (s *Store) Endpoints() string {
 	return strings.Join(eps, ",")
 }
 
-// endpointCredentials reports whether an endpoint URL has a userinfo part
-// (RFC 3986 section 3.2.1, "user:password@" before the host), whether or
-// not it parses: an '@' in the authority, which runs from "scheme://" (or
-// the start, without one) to the first '/', '?' or '#'. It returns the
-// authority's offsets in ep.
-func endpointCredentials(ep string) (start, at int, found bool) {
-	if i := strings.Index(ep, "://"); i >= 0 {
-		start = i + 3
-	}
-	end := len(ep)
-	if i := strings.IndexAny(ep[start:], "/?#"); i >= 0 {
-		end = start + i
-	}
-	at = strings.LastIndexByte(ep[start:end], '@')
-	if at < 0 {
-		return start, 0, false
-	}
-	return start, start + at, true
-}
-
 // redactEndpoint replaces the userinfo of an endpoint URL, if any, so that
 // no message repeats a password.
 func redactEndpoint(ep string) string {
-	start, at, found := endpointCredentials(ep)
+	start, at, found := store.EndpointCredentials(ep)
 	if !found {
 		return ep
 	}
@@ -53,7 +35,7 @@ func checkEndpoints(eps []string) error {
 		return fmt.Errorf("no endpoints")
 	}
 	for i, ep := range eps {
-		if _, _, found := endpointCredentials(ep); found {
+		if _, _, found := store.EndpointCredentials(ep); found {
 			return fmt.Errorf("endpoint %d %q carries credentials (user:password@); authenticate with a TLS client certificate instead", i, redactEndpoint(ep))
 		}
 	}

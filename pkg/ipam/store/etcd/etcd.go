@@ -88,17 +88,17 @@ func New(network string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open etcd store: %w", err)
 	}
 	if opts.Prefix == "" {
-		opts.Prefix = DefaultPrefix
+		opts.Prefix = store.DefaultEtcdPrefix
 	}
-	if err := ValidatePrefix(opts.Prefix); err != nil {
+	if err := store.ValidateEtcdPrefix(opts.Prefix); err != nil {
 		return nil, fmt.Errorf("open etcd store: %w", err)
 	}
 	if opts.LockDir == "" {
 		return nil, errors.New("open etcd store: no lock directory")
 	}
-	setDefault(&opts.DialTimeout, DefaultDialTimeout)
-	setDefault(&opts.RequestTimeout, DefaultRequestTimeout)
-	setDefault(&opts.LockTimeout, DefaultLockTimeout)
+	setDefault(&opts.DialTimeout, store.DefaultEtcdDialTimeout)
+	setDefault(&opts.RequestTimeout, store.DefaultEtcdRequestTimeout)
+	setDefault(&opts.LockTimeout, store.DefaultLockTimeout)
 	setDefault(&opts.PendingTTL, DefaultPendingTTL)
 	log := opts.Log
 	if log == nil {

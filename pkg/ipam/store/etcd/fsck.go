@@ -232,13 +232,13 @@ func (s *Store) importTxn(ctx context.Context, batch []store.Lease) (bool, error
 // Networks lists the networks that have keys under prefix.
 func Networks(ctx context.Context, opts Options) ([]string, error) {
 	if opts.Prefix == "" {
-		opts.Prefix = DefaultPrefix
+		opts.Prefix = store.DefaultEtcdPrefix
 	}
 	if err := checkEndpoints(opts.Endpoints); err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
 	}
-	setDefault(&opts.DialTimeout, DefaultDialTimeout)
-	setDefault(&opts.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&opts.DialTimeout, store.DefaultEtcdDialTimeout)
+	setDefault(&opts.RequestTimeout, store.DefaultEtcdRequestTimeout)
 	// A bare store, only to reach etcd: no network, no lock.
 	s := &Store{opts: opts, root: opts.Prefix + "/"}
 	cli, err := dial(opts)

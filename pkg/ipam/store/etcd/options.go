@@ -2,9 +2,7 @@ package etcd
 
 import (
 	"crypto/tls"
-	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,20 +10,17 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Defaults of Options.
-const (
-	DefaultPrefix         = "/maclan"
-	DefaultDialTimeout    = 2 * time.Second
-	DefaultRequestTimeout = 5 * time.Second
-	DefaultLockTimeout    = 10 * time.Second
-	DefaultPendingTTL     = 15 * time.Second
-)
+// DefaultPendingTTL is the default of Options.PendingTTL. The other
+// defaults are shared with the configuration: store.DefaultEtcdPrefix,
+// store.DefaultEtcdDialTimeout, store.DefaultEtcdRequestTimeout and
+// store.DefaultLockTimeout.
+const DefaultPendingTTL = 15 * time.Second
 
 // Options configure a Store.
 type Options struct {
 	// Endpoints are etcd client URLs (http://host:2379, https://...).
 	Endpoints []string
-	// Prefix is the key prefix of every network (default DefaultPrefix).
+	// Prefix is the key prefix of every network (default store.DefaultEtcdPrefix).
 	Prefix string
 	// TLS, if set, is used for https endpoints.
 	TLS *tls.Config
@@ -36,7 +31,7 @@ type Options struct {
 	RequestTimeout time.Duration
 	// LockDir holds the per-host lock file <LockDir>/<network>.etcd.lock.
 	LockDir string
-	// LockTimeout bounds Lock (default DefaultLockTimeout).
+	// LockTimeout bounds Lock (default store.DefaultLockTimeout).
 	LockTimeout time.Duration
 	// PendingTTL is how long reservations not yet made permanent survive
 	// a caller that vanished (default 15 s; etcd rounds it up to its
@@ -65,16 +60,4 @@ func setDefault(d *time.Duration, def time.Duration) {
 	if *d <= 0 {
 		*d = def
 	}
-}
-
-// ValidatePrefix checks a key prefix: it starts with '/', does not end
-// with one, and holds no empty segment, whitespace or control byte.
-func ValidatePrefix(p string) error {
-	switch {
-	case !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//"):
-		return fmt.Errorf("key prefix %q must start with '/', not end with one, and have no empty segment", p)
-	case strings.IndexFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
-		return fmt.Errorf("key prefix %q contains whitespace or a control byte", p)
-	}
-	return nil
 }
