@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"strings"
 
 	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
@@ -62,8 +60,15 @@ func (f *storeFlags) networks(network string) ([]string, error) {
 	return f.etcdNetworks()
 }
 
+// operatorStore is what the operator commands need of a store: the Store
+// and its own check.
+type operatorStore interface {
+	store.Store
+	store.Checker
+}
+
 // open opens the store of one network.
-func (f *storeFlags) open(network string) (store.Store, error) {
+func (f *storeFlags) open(network string) (operatorStore, error) {
 	if !f.isEtcd() {
 		return f.c.open(*f.dataDir, network)
 	}
@@ -71,16 +76,4 @@ func (f *storeFlags) open(network string) (store.Store, error) {
 		return nil, usageError(err.Error())
 	}
 	return f.etcdOpen(network)
-}
-
-// fsckStore runs the store's own check; the lock must be held. Every
-// backend has one.
-func fsckStore(ctx context.Context, st store.Store, repair bool) (store.FsckReport, error) {
-	f, ok := st.(interface {
-		Fsck(context.Context, bool) (store.FsckReport, error)
-	})
-	if !ok {
-		return store.FsckReport{}, fmt.Errorf("fsck: no check for a %T", st)
-	}
-	return f.Fsck(ctx, repair)
 }

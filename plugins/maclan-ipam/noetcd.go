@@ -6,7 +6,6 @@ import (
 	"log/slog"
 
 	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
-	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
 // The default build has no etcd client: every etcd call is handed to
@@ -19,6 +18,6 @@ func openEtcdStore(*ipamconf.Conf, *slog.Logger) (pluginStore, error) { return n
 
 func (f *storeFlags) etcdNetworks() ([]string, error) { return nil, errNoEtcd }
 
-func (f *storeFlags) etcdOpen(string) (store.Store, error) { return nil, errNoEtcd }
+func (f *storeFlags) etcdOpen(string) (operatorStore, error) { return nil, errNoEtcd }
 
 func (c *cli) migrateStores([]string) error { return errNoEtcd }

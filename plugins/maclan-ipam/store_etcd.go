@@ -16,7 +16,6 @@ import (
 
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
-	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/etcd"
 )
 
@@ -86,7 +85,7 @@ func (f *storeFlags) etcdNetworks() ([]string, error) {
 	return etcd.Networks(context.Background(), opts)
 }
 
-func (f *storeFlags) etcdOpen(network string) (store.Store, error) {
+func (f *storeFlags) etcdOpen(network string) (operatorStore, error) {
 	opts, err := f.etcdOptions()
 	if err != nil {
 		return nil, err

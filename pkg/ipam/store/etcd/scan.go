@@ -154,3 +154,35 @@ func (s *Store) List(ctx context.Context) ([]store.Lease, error) {
 	}
 	return leases, errors.Join(bad...)
 }
+
+// Networks lists the networks that have keys under prefix.
+func Networks(ctx context.Context, opts Options) ([]string, error) {
+	if opts.Prefix == "" {
+		opts.Prefix = store.DefaultEtcdPrefix
+	}
+	if err := checkEndpoints(opts.Endpoints); err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	setDefault(&opts.DialTimeout, store.DefaultEtcdDialTimeout)
+	setDefault(&opts.RequestTimeout, store.DefaultEtcdRequestTimeout)
+	// A bare store, only to reach etcd: no network, no lock.
+	s := &Store{opts: opts, root: opts.Prefix + "/"}
+	cli, err := dial(opts)
+	if err != nil {
+		return nil, s.unavailable("connect within "+opts.DialTimeout.String(), err)
+	}
+	s.cli = cli
+	defer s.Close() //nolint:errcheck // read-only
+	kvs, _, err := s.rangeAll(ctx, s.root, clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, kv := range kvs {
+		n, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), s.root), "/")
+		if (len(names) == 0 || names[len(names)-1] != n) && store.ValidateName("", n) == nil {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
