@@ -16,7 +16,6 @@ type storeFlags struct {
 	dataDir           *string
 	endpoints, prefix *string
 	ca, cert, key     *string
-	dialTimeout       *ipamconf.Duration
 }
 
 func (c *cli) storeFlags(fs *flag.FlagSet) *storeFlags {

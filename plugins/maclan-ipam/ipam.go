@@ -20,7 +20,8 @@ import (
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
-func timeFromConf(conf *ipamconf.Conf) time.Duration { return time.Duration(conf.LockTimeout) }
+// lockTimeout is how long a call waits for the store lock.
+func lockTimeout(conf *ipamconf.Conf) time.Duration { return time.Duration(conf.LockTimeout) }
 
 // closeStore closes st and joins a close error into *err.
 func closeStore(st store.Store, err *error) {

@@ -23,6 +23,6 @@ func openStore(conf *ipamconf.Conf, log *slog.Logger) (pluginStore, error) {
 		return openEtcdStore(conf, log)
 	}
 	return disk.New(conf.Store.Dir, conf.Name, disk.Options{
-		LockTimeout: timeFromConf(conf), Log: log,
+		LockTimeout: lockTimeout(conf), Log: log,
 	})
 }

@@ -28,7 +28,7 @@ func openEtcdStore(conf *ipamconf.Conf, log *slog.Logger) (pluginStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts.LockTimeout, opts.Log = timeFromConf(conf), log
+	opts.LockTimeout, opts.Log = lockTimeout(conf), log
 	return etcd.New(conf.Name, opts)
 }
 

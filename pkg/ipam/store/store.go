@@ -1,7 +1,7 @@
 // Package store defines the seam between the allocator and the backends
 // that keep leases: the Store interface, the Lease record, the sentinel
-// errors and WithLock. Backends live in sub-packages (disk now, etcd later)
-// and must pass the conformance suite in storetest.
+// errors and WithLock. Backends live in sub-packages (disk, etcd; memstore
+// for tests) and must pass the conformance suite in storetest.
 package store
 
 import (

@@ -138,9 +138,6 @@ func New(dataDir, network string, opts Options) (*Store, error) {
 // Dir is the directory of the store.
 func (s *Store) Dir() string { return s.dir }
 
-// Network is the network the store belongs to.
-func (s *Store) Network() string { return s.network }
-
 // Close releases the lock if held and closes the lock file.
 func (s *Store) Close() error {
 	if s.lockFile == nil {

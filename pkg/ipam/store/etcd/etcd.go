@@ -61,14 +61,15 @@ type Store struct {
 
 	lockFile *os.File
 	locked   bool
-	// Per lock section: the etcd lease that binds this section's
-	// reservations, the keys to make permanent at Unlock (with the lease
-	// each is bound to now), and whether etcd failed to answer.
-	ttl     clientv3.LeaseID
-	pending map[string]clientv3.LeaseID
-	cursors map[string]netip.Addr // written with the commit
-	records map[string]record     // lease key → what was written, for the unsure journal
-	tainted bool
+	// Per lock section: the ID of the etcd lease that binds this
+	// section's reservations (0 until granted), the keys to make permanent
+	// at Unlock (with the lease each is bound to now), and whether etcd
+	// failed to answer.
+	sectionLease clientv3.LeaseID
+	pending      map[string]clientv3.LeaseID
+	cursors      map[string]netip.Addr // written with the commit
+	records      map[string]record     // lease key → what was written, for the unsure journal
+	tainted      bool
 }
 
 // record is a lease value written (or adopted) in this section and the
@@ -123,9 +124,6 @@ func New(network string, opts Options) (*Store, error) {
 	s.cli = cli
 	return s, nil
 }
-
-// Network is the network the store belongs to.
-func (s *Store) Network() string { return s.network }
 
 // Root is the key prefix of the network, ending in '/'.
 func (s *Store) Root() string { return s.root }

@@ -336,7 +336,7 @@ func (s *Store) GetByID(ctx context.Context, containerID, ifName string) ([]stor
 			continue
 		}
 		leases = append(leases, l)
-		if kv.Lease != 0 && clientv3.LeaseID(kv.Lease) != s.ttl {
+		if kv.Lease != 0 && clientv3.LeaseID(kv.Lease) != s.sectionLease {
 			ik := string(index[i].kv.Key)
 			s.pending[string(kv.Key)], s.pending[ik] = clientv3.LeaseID(kv.Lease), clientv3.LeaseID(index[i].kv.Lease)
 			s.records[string(kv.Key)] = record{value: string(kv.Value), index: ik}

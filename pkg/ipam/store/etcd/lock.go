@@ -39,7 +39,7 @@ func (s *Store) Lock(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("lock %s: %w: %w", s.lockFile.Name(), store.ErrUnavailable, err)
 	}
-	s.locked, s.ttl, s.pending, s.cursors, s.records, s.tainted = true, 0, map[string]clientv3.LeaseID{}, map[string]netip.Addr{}, map[string]record{}, false
+	s.locked, s.sectionLease, s.pending, s.cursors, s.records, s.tainted = true, 0, map[string]clientv3.LeaseID{}, map[string]netip.Addr{}, map[string]record{}, false
 	s.replayJournal(ctx)
 	return nil
 }
@@ -59,7 +59,7 @@ func (s *Store) Unlock() error {
 	default:
 		err = s.commit()
 	}
-	s.locked, s.ttl, s.pending, s.cursors, s.records = false, 0, nil, nil, nil
+	s.locked, s.sectionLease, s.pending, s.cursors, s.records = false, 0, nil, nil, nil
 	if uerr := unflock(s.lockFile); uerr != nil {
 		err = errors.Join(err, fmt.Errorf("unlock %s: %w: %w", s.lockFile.Name(), store.ErrUnavailable, uerr))
 	}
@@ -162,12 +162,12 @@ func pairUp(keys []string) [][]string {
 // rather than at expiry; if etcd is still away they expire by themselves.
 func (s *Store) drop() error {
 	err := fmt.Errorf("etcd at %s, network %q: etcd did not answer during the call; its reservations were not kept: %w", s.Endpoints(), s.network, store.ErrUnavailable)
-	if s.ttl == 0 {
+	if s.sectionLease == 0 {
 		return err
 	}
 	ctx, cancel := s.request(context.Background())
 	defer cancel()
-	if _, rerr := s.cli.Revoke(ctx, s.ttl); rerr != nil {
+	if _, rerr := s.cli.Revoke(ctx, s.sectionLease); rerr != nil {
 		s.log.Info("could not revoke the etcd lease of dropped reservations; they expire by themselves", "ttl", s.opts.PendingTTL, "err", rerr)
 	}
 	return err
@@ -175,8 +175,8 @@ func (s *Store) drop() error {
 
 // grant returns the section's etcd lease, granting it on first use.
 func (s *Store) grant(ctx context.Context) (clientv3.LeaseID, error) {
-	if s.ttl != 0 {
-		return s.ttl, nil
+	if s.sectionLease != 0 {
+		return s.sectionLease, nil
 	}
 	ctx, cancel := s.request(ctx)
 	defer cancel()
@@ -184,6 +184,6 @@ func (s *Store) grant(ctx context.Context) (clientv3.LeaseID, error) {
 	if err != nil {
 		return 0, s.unavailable("grant a lease for new reservations", err)
 	}
-	s.ttl = resp.ID
-	return s.ttl, nil
+	s.sectionLease = resp.ID
+	return s.sectionLease, nil
 }
