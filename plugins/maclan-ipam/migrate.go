@@ -61,7 +61,7 @@ func (c *cli) migrate(args []string) (err error) {
 	// the field keeps its meaning) shares one lock file, which the store's
 	// own lock below takes; a second flock of it would wait for ever.
 	if !sameDir(src, filepath.Join(*dataDir, *network)) {
-		unlock, err := lockHostLocal(src, 10*time.Second)
+		unlock, err := lockHostLocal(src, store.DefaultLockTimeout)
 		if err != nil {
 			return err
 		}

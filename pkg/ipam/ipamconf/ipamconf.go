@@ -1,9 +1,9 @@
 // Package ipamconf decodes and validates the configuration of maclan-ipam:
 // the "ipam" object of a net conf, the few top-level fields it reads, and
 // the static requests of runtimeConfig, args and CNI_ARGS. It lives beside
-// the allocator, not in pkg/config, so that the maclan plugin does not link
-// the IPAM's rules. Like pkg/config it makes no system calls; its errors
-// wrap config.ErrInvalid (CNI code 7).
+// the allocator, not in pkg/config, so that maclan's own configuration
+// depends on nothing of the IPAM's. Like pkg/config it makes no system
+// calls; its errors wrap config.ErrInvalid (CNI code 7).
 package ipamconf
 
 import (
