@@ -83,7 +83,7 @@ race:
 # about 10x slower than the others, so it runs fewer).
 FUZZTIME ?= 500000x
 FUZZ_TARGETS := \
-	./pkg/config:FuzzParseNetConf ./pkg/config:FuzzParseIPAMConf \
+	./pkg/config:FuzzParseNetConf ./pkg/ipam/ipamconf:FuzzParseIPAMConf \
 	./pkg/ipam/store/disk:FuzzDecodeLease ./pkg/ipam/store/disk:FuzzDecodeAttach ./pkg/ipam/store/disk:FuzzChunkUnmarshal \
 	./pkg/ipam/iprange:FuzzParseAddrs ./pkg/ipam/iprange:FuzzRangeSet \
 	./pkg/arp:FuzzAnswer ./pkg/logging:FuzzLogLine ./pkg/shim:FuzzParseRecord \

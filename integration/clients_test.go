@@ -146,7 +146,7 @@ func TestClientsGC(t *testing.T) {
 	}
 
 	// A nil list reaches the IPAM as "cni.dev/valid-attachments": null;
-	// maclan-ipam takes that as no list (pkg/config: nil is not empty) and
+	// maclan-ipam takes that as no list (pkg/ipam/ipamconf: nil is not empty) and
 	// releases nothing, where host-local would release every lease.
 	gc(n.newCNIConfig(t.TempDir()), list, nil)
 	if got := n.heldLeases(); !slices.Equal(got, leases) {

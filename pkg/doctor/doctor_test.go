@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
@@ -96,7 +96,7 @@ func addrs(as []netip.Addr) string {
 }
 
 func TestPoolUsage(t *testing.T) {
-	conf, err := config.ParseIPAMConf([]byte(`{"name":"n","cniVersion":"1.0.0","ipam":{"type":"maclan-ipam",
+	conf, err := ipamconf.Parse([]byte(`{"name":"n","cniVersion":"1.0.0","ipam":{"type":"maclan-ipam",
 		"ranges":[[{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.1","rangeEnd":"10.0.0.21"}],[{"subnet":"fd00::/64"}]],
 		"exclude":["10.0.0.21"]}}`), "")
 	if err != nil {

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/holder"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
@@ -111,7 +111,7 @@ func etcdStore(t *target, tool string) ([]Result, []store.Lease) {
 	e := t.ipam.Store
 	args := []string{"--network", t.network, "--data-dir", e.Dir, "--etcd-endpoints", strings.Join(e.Endpoints, ","), "--etcd-prefix", e.Prefix}
 	if e.Prefix == "" {
-		args[len(args)-1] = config.DefaultEtcdPrefix
+		args[len(args)-1] = store.DefaultEtcdPrefix
 	}
 	if e.TLS != nil {
 		args = append(args, "--etcd-ca", e.TLS.CA, "--etcd-cert", e.TLS.Cert, "--etcd-key", e.TLS.Key)
@@ -160,7 +160,7 @@ const maxCount = 1 << 20
 // poolUsage reports, per range set, the leases held against the addresses
 // the IPAM can hand out (the range less the network, broadcast and
 // gateway addresses and ipam.exclude).
-func poolUsage(c *config.IPAMConf, leases []store.Lease) []Result {
+func poolUsage(c *ipamconf.Conf, leases []store.Lease) []Result {
 	var rs []Result
 	for i, set := range c.Ranges {
 		size, bounded := usable(set, c.ExcludedPrefixes())

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
 )
 
@@ -24,9 +25,9 @@ const pluginType = "maclan"
 type target struct {
 	network  string // "" for --master
 	file     string
-	conf     *config.NetConf  // nil for --master
-	confErr  error            // the configuration does not parse
-	ipam     *config.IPAMConf // nil: no IPAM with ranges we can read
+	conf     *config.NetConf // nil for --master
+	confErr  error           // the configuration does not parse
+	ipam     *ipamconf.Conf  // nil: no IPAM with ranges we can read
 	ipamErr  error
 	master   string // "" : the default-route interface
 	gateways []netip.Addr
@@ -125,7 +126,7 @@ func newTarget(file string, netconf []byte) *target {
 	t.network, t.master = t.conf.Name, t.conf.Master
 	switch t.conf.IPAM.Type {
 	case "maclan-ipam", "host-local":
-		t.ipam, t.ipamErr = config.ParseIPAMConf(netconf, "")
+		t.ipam, t.ipamErr = ipamconf.Parse(netconf, "")
 	}
 	if t.ipam != nil {
 		t.gateways = rangeGateways(t.ipam)
@@ -134,7 +135,7 @@ func newTarget(file string, netconf []byte) *target {
 }
 
 // rangeGateways returns the gateway of the first range of each family.
-func rangeGateways(c *config.IPAMConf) []netip.Addr {
+func rangeGateways(c *ipamconf.Conf) []netip.Addr {
 	var gws []netip.Addr
 	seen4, seen6 := false, false
 	for _, set := range c.Ranges {

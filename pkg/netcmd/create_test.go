@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 )
 
 // runMain runs "maclan network ARGS" and returns its exit status and output.
@@ -222,7 +223,7 @@ func TestCreateMatchesExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, _ := parseNetwork(b, "lan.conflist")
-	if n.conf.Mode != config.ModeBridge || n.ipam.Ranges[1][0].Gateway.String() != "2001:db8:100::1" || n.ipam.Store.Dir != config.DefaultIPAMDataDir {
+	if n.conf.Mode != config.ModeBridge || n.ipam.Ranges[1][0].Gateway.String() != "2001:db8:100::1" || n.ipam.Store.Dir != ipamconf.DefaultDataDir {
 		t.Errorf("got mode %s, IPv6 gateway %s, store %s", n.conf.Mode, n.ipam.Ranges[1][0].Gateway, n.ipam.Store.Dir)
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netns"
 
-	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
@@ -98,7 +98,7 @@ func diskLeases(dir, network string) ([]lease, error) {
 
 // etcdLeases lists an etcd store through maclan-ipam-etcd, the build of
 // maclan-ipam with the etcd client, which maclan does not link.
-func (e *env) etcdLeases(network string, c *config.IPAMConf) ([]lease, error) {
+func (e *env) etcdLeases(network string, c *ipamconf.Conf) ([]lease, error) {
 	args := []string{"ls", "-o", "json", "--network", network, "--data-dir", c.Store.Dir,
 		"--etcd-endpoints", strings.Join(c.Store.Endpoints, ",")}
 	if c.Store.Prefix != "" {

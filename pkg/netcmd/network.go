@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 )
 
 // network is one CNI network configuration file of the directory.
@@ -21,7 +22,7 @@ type network struct {
 	aux     map[string]string // Docker's --aux-address names
 	maclan  bool              // one of its plugins is maclan
 	conf    *config.NetConf   // the maclan plugin's configuration
-	ipam    *config.IPAMConf  // its IPAM's, when that is maclan-ipam
+	ipam    *ipamconf.Conf    // its IPAM's, when that is maclan-ipam
 	// err says why the plugins would refuse the maclan configuration.
 	err error
 }
@@ -138,7 +139,7 @@ func parseNetwork(b []byte, file string) (network, error) {
 
 // parseMaclan parses the maclan plugin's configuration as the plugin gets
 // it: libcni adds the list's name and cniVersion to each plugin's object.
-func parseMaclan(raw json.RawMessage, name, cniVersion string) (*config.NetConf, *config.IPAMConf, error) {
+func parseMaclan(raw json.RawMessage, name, cniVersion string) (*config.NetConf, *ipamconf.Conf, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return nil, nil, fmt.Errorf("decode the maclan plugin's configuration: %w", err)
@@ -164,6 +165,6 @@ func parseMaclan(raw json.RawMessage, name, cniVersion string) (*config.NetConf,
 	if conf.IPAM.Type != "maclan-ipam" {
 		return conf, nil, nil
 	}
-	ipam, err := config.ParseIPAMConf(b, "")
+	ipam, err := ipamconf.Parse(b, "")
 	return conf, ipam, err
 }

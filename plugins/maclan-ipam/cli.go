@@ -348,7 +348,7 @@ func (c *cli) fsck(args []string) error {
 		var rep store.FsckReport
 		err = store.WithLock(context.Background(), st, func() error {
 			var ferr error
-			rep, ferr = fsckStore(context.Background(), st, *repair)
+			rep, ferr = st.Fsck(context.Background(), *repair)
 			return ferr
 		})
 		err = errors.Join(err, st.Close())

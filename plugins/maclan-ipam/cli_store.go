@@ -1,12 +1,10 @@
 package ipamplugin
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"strings"
 
-	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
@@ -18,15 +16,14 @@ type storeFlags struct {
 	dataDir           *string
 	endpoints, prefix *string
 	ca, cert, key     *string
-	dialTimeout       *config.IPAMDuration
 }
 
 func (c *cli) storeFlags(fs *flag.FlagSet) *storeFlags {
 	f := &storeFlags{
 		c:         c,
-		dataDir:   fs.String("data-dir", config.DefaultIPAMDataDir, "data directory (etcd: where the host's lock file is)"),
+		dataDir:   fs.String("data-dir", ipamconf.DefaultDataDir, "data directory (etcd: where the host's lock file is)"),
 		endpoints: fs.String("etcd-endpoints", "", "comma-separated etcd endpoints: act on the etcd store"),
-		prefix:    fs.String("etcd-prefix", config.DefaultEtcdPrefix, "etcd key prefix"),
+		prefix:    fs.String("etcd-prefix", store.DefaultEtcdPrefix, "etcd key prefix"),
 		ca:        fs.String("etcd-ca", "", "etcd TLS: CA file"),
 		cert:      fs.String("etcd-cert", "", "etcd TLS: client certificate file"),
 		key:       fs.String("etcd-key", "", "etcd TLS: client key file"),
@@ -38,14 +35,14 @@ func (f *storeFlags) isEtcd() bool { return *f.endpoints != "" }
 
 // etcdConf checks the etcd flags the way a network configuration's store
 // object is checked.
-func (f *storeFlags) etcdConf() (config.IPAMStoreConf, error) {
-	sc := config.IPAMStoreConf{Type: "etcd", Dir: *f.dataDir}
+func (f *storeFlags) etcdConf() (ipamconf.StoreConf, error) {
+	sc := ipamconf.StoreConf{Type: "etcd", Dir: *f.dataDir}
 	sc.Endpoints = strings.Split(*f.endpoints, ",")
 	sc.Prefix = *f.prefix
 	if *f.ca != "" || *f.cert != "" || *f.key != "" {
-		sc.TLS = &config.IPAMEtcdTLS{CA: *f.ca, Cert: *f.cert, Key: *f.key}
+		sc.TLS = &ipamconf.EtcdTLS{CA: *f.ca, Cert: *f.cert, Key: *f.key}
 	}
-	if err := config.ValidateEtcd(&sc.IPAMEtcdConf); err != nil {
+	if err := ipamconf.ValidateEtcd(&sc.EtcdConf); err != nil {
 		return sc, usageError(err.Error())
 	}
 	return sc, nil
@@ -62,8 +59,15 @@ func (f *storeFlags) networks(network string) ([]string, error) {
 	return f.etcdNetworks()
 }
 
+// operatorStore is what the operator commands need of a store: the Store
+// and its own check.
+type operatorStore interface {
+	store.Store
+	store.Checker
+}
+
 // open opens the store of one network.
-func (f *storeFlags) open(network string) (store.Store, error) {
+func (f *storeFlags) open(network string) (operatorStore, error) {
 	if !f.isEtcd() {
 		return f.c.open(*f.dataDir, network)
 	}
@@ -71,16 +75,4 @@ func (f *storeFlags) open(network string) (store.Store, error) {
 		return nil, usageError(err.Error())
 	}
 	return f.etcdOpen(network)
-}
-
-// fsckStore runs the store's own check; the lock must be held. Every
-// backend has one.
-func fsckStore(ctx context.Context, st store.Store, repair bool) (store.FsckReport, error) {
-	f, ok := st.(interface {
-		Fsck(context.Context, bool) (store.FsckReport, error)
-	})
-	if !ok {
-		return store.FsckReport{}, fmt.Errorf("fsck: no check for a %T", st)
-	}
-	return f.Fsck(ctx, repair)
 }

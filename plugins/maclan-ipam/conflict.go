@@ -14,8 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/maclan-cni/maclan/pkg/arp"
-	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/masterlink"
 	"github.com/maclan-cni/maclan/pkg/nldump"
 )
@@ -70,7 +70,7 @@ func macOwner(p *arp.Prober) func(netip.Addr) (string, error) {
 // conflictLifetime is the allocator's lifetime of conflict records: the
 // configured one when this network probes; none otherwise, since then no
 // ADD would probe an expired record's address again before handing it out.
-func conflictLifetime(conf *config.IPAMConf) time.Duration {
+func conflictLifetime(conf *ipamconf.Conf) time.Duration {
 	if !conf.ConflictDetection || conf.LinkInContainer {
 		return 0
 	}
@@ -80,7 +80,7 @@ func conflictLifetime(conf *config.IPAMConf) time.Duration {
 // avoidConflicts probes the addresses this ADD has just taken (see
 // conflictCheck.run). On failure the attachment's addresses are released:
 // the ADD is all or nothing.
-func avoidConflicts(ctx context.Context, conf *config.IPAMConf, alloc *allocator.Allocator, containerID, ifName string,
+func avoidConflicts(ctx context.Context, conf *ipamconf.Conf, alloc *allocator.Allocator, containerID, ifName string,
 	requested []netip.Addr, allocs []allocator.Allocation, log *slog.Logger,
 ) ([]allocator.Allocation, error) {
 	if conf.LinkInContainer {

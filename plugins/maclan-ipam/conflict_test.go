@@ -8,18 +8,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
 
 // conflictNet is a dual-stack network with conflict detection whose IPv4
 // range is 10.9.0.10-10.9.0.29, with a disk store in a temporary directory.
-func conflictNet(t *testing.T) (*config.IPAMConf, store.Store) {
+func conflictNet(t *testing.T) (*ipamconf.Conf, store.Store) {
 	t.Helper()
 	dir := t.TempDir()
-	conf, err := config.ParseIPAMConf([]byte(`{"cniVersion":"1.0.0","name":"probed","conflictDetection":true,"master":"eth0",
+	conf, err := ipamconf.Parse([]byte(`{"cniVersion":"1.0.0","name":"probed","conflictDetection":true,"master":"eth0",
 		"ipam":{"type":"maclan-ipam","dataDir":"`+dir+`","conflictLifetime":"1m","ranges":[
 			[{"subnet":"10.9.0.0/24","rangeStart":"10.9.0.10","rangeEnd":"10.9.0.29"}],
 			[{"subnet":"fd00:9::/64"}]]}}`), "")
@@ -55,7 +55,7 @@ func (a *answerAll) owner(netip.Addr) (string, error) {
 
 // tryAdd allocates for the attachment and runs the conflict check on it, as
 // add does with a prober.
-func tryAdd(conf *config.IPAMConf, st store.Store, id string, owner func(netip.Addr) (string, error)) ([]allocator.Allocation, error) {
+func tryAdd(conf *ipamconf.Conf, st store.Store, id string, owner func(netip.Addr) (string, error)) ([]allocator.Allocation, error) {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
 	alloc := newAllocator(conf, st, log)

@@ -15,12 +15,13 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/maclan-cni/maclan/pkg/cnierr"
-	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
-func timeFromConf(conf *config.IPAMConf) time.Duration { return time.Duration(conf.LockTimeout) }
+// lockTimeout is how long a call waits for the store lock.
+func lockTimeout(conf *ipamconf.Conf) time.Duration { return time.Duration(conf.LockTimeout) }
 
 // closeStore closes st and joins a close error into *err.
 func closeStore(st store.Store, err *error) {
@@ -29,13 +30,13 @@ func closeStore(st store.Store, err *error) {
 	}
 }
 
-func newAllocator(conf *config.IPAMConf, st store.Store, log *slog.Logger) *allocator.Allocator {
+func newAllocator(conf *ipamconf.Conf, st store.Store, log *slog.Logger) *allocator.Allocator {
 	return lifecycle{}.allocator(conf, st, log)
 }
 
 // add allocates an address from every range set (or returns those the
 // attachment already holds) and builds the result.
-func add(ctx context.Context, conf *config.IPAMConf, st store.Store, lc lifecycle, containerID, ifName string, log *slog.Logger) (*types100.Result, error) {
+func add(ctx context.Context, conf *ipamconf.Conf, st store.Store, lc lifecycle, containerID, ifName string, log *slog.Logger) (*types100.Result, error) {
 	var requested []netip.Addr
 	for _, r := range conf.Requested {
 		requested = append(requested, r.IP)
@@ -74,14 +75,14 @@ func add(ctx context.Context, conf *config.IPAMConf, st store.Store, lc lifecycl
 
 // del releases the attachment's addresses. An unknown attachment, or one
 // already released, is success.
-func del(ctx context.Context, conf *config.IPAMConf, st store.Store, lc lifecycle, containerID, ifName string, log *slog.Logger) error {
+func del(ctx context.Context, conf *ipamconf.Conf, st store.Store, lc lifecycle, containerID, ifName string, log *slog.Logger) error {
 	_, err := allocator.New(st, nil, lc.options(conf, log)).Release(ctx, containerID, ifName)
 	return err
 }
 
 // check verifies the attachment's leases and, when the runtime passes a
 // prevResult, that it lists exactly those addresses within our ranges.
-func check(ctx context.Context, conf *config.IPAMConf, st store.Store, stdin []byte, containerID, ifName string, log *slog.Logger) error {
+func check(ctx context.Context, conf *ipamconf.Conf, st store.Store, stdin []byte, containerID, ifName string, log *slog.Logger) error {
 	allocs, err := newAllocator(conf, st, log).Check(ctx, containerID, ifName)
 	if err != nil {
 		return err
@@ -139,7 +140,7 @@ func prevResultIPs(stdin []byte) (map[netip.Addr]bool, error) {
 
 // gc releases the leases of every attachment the runtime no longer lists.
 // Without a list it releases nothing: an absent list is not an empty one.
-func gc(ctx context.Context, conf *config.IPAMConf, st store.Store, log *slog.Logger) error {
+func gc(ctx context.Context, conf *ipamconf.Conf, st store.Store, log *slog.Logger) error {
 	if conf.Attachments == nil {
 		log.Warn("GC: the config has no cni.dev/valid-attachments (nor cni.dev/attachments); releasing nothing")
 		return nil
@@ -157,7 +158,7 @@ func gc(ctx context.Context, conf *config.IPAMConf, st store.Store, log *slog.Lo
 
 // status fails with cnierr.ErrNotAvailable (code 50) when an ADD could not
 // succeed: the store cannot be written, or a range set has no address left.
-func status(ctx context.Context, conf *config.IPAMConf, st pluginStore, log *slog.Logger) error {
+func status(ctx context.Context, conf *ipamconf.Conf, st pluginStore, log *slog.Logger) error {
 	if err := st.CheckWritable(); err != nil {
 		return notAvailable(err)
 	}

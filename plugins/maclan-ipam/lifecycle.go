@@ -11,9 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
 	"github.com/maclan-cni/maclan/pkg/ipam/holder"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/safefs"
 )
@@ -35,7 +35,7 @@ func newLifecycle(netns string) lifecycle {
 }
 
 // options are the allocator options of conf for this call.
-func (lc lifecycle) options(conf *config.IPAMConf, log *slog.Logger) allocator.Options {
+func (lc lifecycle) options(conf *ipamconf.Conf, log *slog.Logger) allocator.Options {
 	return allocator.Options{
 		Exclude:          conf.ExcludedPrefixes(),
 		Log:              log,
@@ -51,14 +51,14 @@ func (lc lifecycle) options(conf *config.IPAMConf, log *slog.Logger) allocator.O
 }
 
 // allocator is the allocator of conf for this call.
-func (lc lifecycle) allocator(conf *config.IPAMConf, st store.Store, log *slog.Logger) *allocator.Allocator {
+func (lc lifecycle) allocator(conf *ipamconf.Conf, st store.Store, log *slog.Logger) *allocator.Allocator {
 	return allocator.New(st, conf.Ranges, lc.options(conf, log))
 }
 
 // bootMarker is the file that records the boot whose sweep of network
 // name is done, beside the store's local state (the data directory, or the
 // etcd store's lock directory): each host keeps its own.
-func bootMarker(conf *config.IPAMConf) string {
+func bootMarker(conf *ipamconf.Conf) string {
 	return filepath.Join(conf.Store.Dir, "."+conf.Name+".boot")
 }
 
@@ -66,7 +66,7 @@ func bootMarker(conf *config.IPAMConf) string {
 // call of any verb: it gives back every lease this host took in an earlier
 // boot, whose containers cannot be alive. Failures are logged, never
 // returned: the call itself does not depend on the sweep.
-func (lc lifecycle) sweepAfterBoot(ctx context.Context, conf *config.IPAMConf, st store.Store, log *slog.Logger) {
+func (lc lifecycle) sweepAfterBoot(ctx context.Context, conf *ipamconf.Conf, st store.Store, log *slog.Logger) {
 	if !conf.Reclaim() {
 		return
 	}
@@ -131,7 +131,7 @@ func (c *cli) gc(args []string) (err error) {
 	sf := c.storeFlags(fs)
 	network := fs.String("network", "", "network (default: all)")
 	stale := fs.Bool("stale", false, "release the leases of vanished namespaces")
-	after := fs.Duration("stale-after", config.DefaultStaleAfter, "only leases older than this")
+	after := fs.Duration("stale-after", ipamconf.DefaultStaleAfter, "only leases older than this")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -160,7 +160,7 @@ func (c *cli) gcStale(sf *storeFlags, lc lifecycle, network string, after time.D
 		return err
 	}
 	defer closeStore(st, &err)
-	conf := &config.IPAMConf{Name: network, StaleAfter: config.IPAMDuration(after)}
+	conf := &ipamconf.Conf{Name: network, StaleAfter: ipamconf.Duration(after)}
 	gone, err := allocator.New(st, nil, lc.options(conf, c.log)).ReclaimStale(context.Background())
 	for _, l := range gone {
 		if _, werr := fmt.Fprintf(c.stdout, "released %s\t%s\t%s\t%s\n", network, l.IP, cell(l.ContainerID), cell(l.Netns)); werr != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/maclan-cni/maclan/pkg/cmdwrap"
 	"github.com/maclan-cni/maclan/pkg/cnierr"
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/logging"
 )
@@ -102,7 +103,7 @@ func validAttachment(verb string, args *skel.CmdArgs) error {
 // withStore opens the store of conf, sweeps the leases of earlier boots
 // (once per boot), runs fn on it and closes it, joining a close error into
 // fn's.
-func withStore(conf *config.IPAMConf, lc lifecycle, log *slog.Logger, fn func(pluginStore) error) (err error) {
+func withStore(conf *ipamconf.Conf, lc lifecycle, log *slog.Logger, fn func(pluginStore) error) (err error) {
 	st, err := openStore(conf, log)
 	if err != nil {
 		return err
@@ -113,7 +114,7 @@ func withStore(conf *config.IPAMConf, lc lifecycle, log *slog.Logger, fn func(pl
 }
 
 func cmdAdd(args *skel.CmdArgs, log *slog.Logger, stdout io.Writer) error {
-	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
+	conf, err := ipamconf.Parse(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
@@ -137,7 +138,7 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, stdout io.Writer) error {
 }
 
 func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {
-	conf, err := config.DecodeIPAMConf(args.StdinData)
+	conf, err := ipamconf.Decode(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -148,7 +149,7 @@ func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {
 }
 
 func cmdCheck(args *skel.CmdArgs, log *slog.Logger) error {
-	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
+	conf, err := ipamconf.Parse(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
@@ -158,7 +159,7 @@ func cmdCheck(args *skel.CmdArgs, log *slog.Logger) error {
 }
 
 func cmdGC(args *skel.CmdArgs, log *slog.Logger) error {
-	conf, err := config.DecodeIPAMConf(args.StdinData)
+	conf, err := ipamconf.Decode(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -168,7 +169,7 @@ func cmdGC(args *skel.CmdArgs, log *slog.Logger) error {
 }
 
 func cmdStatus(args *skel.CmdArgs, log *slog.Logger) (err error) {
-	conf, err := config.ParseIPAMConf(args.StdinData, args.Args)
+	conf, err := ipamconf.Parse(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 	"github.com/maclan-cni/maclan/pkg/safefs"
@@ -39,7 +39,7 @@ func (c *cli) migrate(args []string) (err error) {
 	fs := c.flags("migrate")
 	from := fs.String("from-host-local", "", "host-local data directory of the network")
 	network := fs.String("network", "", "network")
-	dataDir := fs.String("data-dir", config.DefaultIPAMDataDir, "maclan-ipam data directory")
+	dataDir := fs.String("data-dir", ipamconf.DefaultDataDir, "maclan-ipam data directory")
 	ifName := fs.String("ifname", "eth0", "interface name for old host-local records that lack one")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -61,7 +61,7 @@ func (c *cli) migrate(args []string) (err error) {
 	// the field keeps its meaning) shares one lock file, which the store's
 	// own lock below takes; a second flock of it would wait for ever.
 	if !sameDir(src, filepath.Join(*dataDir, *network)) {
-		unlock, err := lockHostLocal(src, 10*time.Second)
+		unlock, err := lockHostLocal(src, store.DefaultLockTimeout)
 		if err != nil {
 			return err
 		}

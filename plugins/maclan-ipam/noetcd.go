@@ -5,8 +5,7 @@ package ipamplugin
 import (
 	"log/slog"
 
-	"github.com/maclan-cni/maclan/pkg/config"
-	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 )
 
 // The default build has no etcd client: every etcd call is handed to
@@ -15,10 +14,10 @@ import (
 
 const etcdBuiltIn = false
 
-func openEtcdStore(*config.IPAMConf, *slog.Logger) (pluginStore, error) { return nil, errNoEtcd }
+func openEtcdStore(*ipamconf.Conf, *slog.Logger) (pluginStore, error) { return nil, errNoEtcd }
 
 func (f *storeFlags) etcdNetworks() ([]string, error) { return nil, errNoEtcd }
 
-func (f *storeFlags) etcdOpen(string) (store.Store, error) { return nil, errNoEtcd }
+func (f *storeFlags) etcdOpen(string) (operatorStore, error) { return nil, errNoEtcd }
 
 func (c *cli) migrateStores([]string) error { return errNoEtcd }

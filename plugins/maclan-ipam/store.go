@@ -3,7 +3,7 @@ package ipamplugin
 import (
 	"log/slog"
 
-	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
 )
@@ -18,11 +18,11 @@ type pluginStore interface {
 var _ pluginStore = (*disk.Store)(nil)
 
 // openStore opens the store a configuration names.
-func openStore(conf *config.IPAMConf, log *slog.Logger) (pluginStore, error) {
+func openStore(conf *ipamconf.Conf, log *slog.Logger) (pluginStore, error) {
 	if conf.Store.Type == "etcd" {
 		return openEtcdStore(conf, log)
 	}
 	return disk.New(conf.Store.Dir, conf.Name, disk.Options{
-		LockTimeout: timeFromConf(conf), Log: log,
+		LockTimeout: lockTimeout(conf), Log: log,
 	})
 }

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/maclan-cni/maclan/pkg/config"
-	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/etcd"
 )
 
@@ -23,18 +23,18 @@ const etcdBuiltIn = true
 
 var _ pluginStore = (*etcd.Store)(nil)
 
-func openEtcdStore(conf *config.IPAMConf, log *slog.Logger) (pluginStore, error) {
+func openEtcdStore(conf *ipamconf.Conf, log *slog.Logger) (pluginStore, error) {
 	opts, err := etcdOptions(conf.Store)
 	if err != nil {
 		return nil, err
 	}
-	opts.LockTimeout, opts.Log = timeFromConf(conf), log
+	opts.LockTimeout, opts.Log = lockTimeout(conf), log
 	return etcd.New(conf.Name, opts)
 }
 
 // etcdOptions turns a validated store object into etcd.Options, reading the
 // TLS files it names.
-func etcdOptions(sc config.IPAMStoreConf) (etcd.Options, error) {
+func etcdOptions(sc ipamconf.StoreConf) (etcd.Options, error) {
 	opts := etcd.Options{
 		Endpoints:      sc.Endpoints,
 		Prefix:         sc.Prefix,
@@ -85,7 +85,7 @@ func (f *storeFlags) etcdNetworks() ([]string, error) {
 	return etcd.Networks(context.Background(), opts)
 }
 
-func (f *storeFlags) etcdOpen(network string) (store.Store, error) {
+func (f *storeFlags) etcdOpen(network string) (operatorStore, error) {
 	opts, err := f.etcdOptions()
 	if err != nil {
 		return nil, err

@@ -66,7 +66,7 @@ type Allocator struct {
 }
 
 // New returns an allocator over canonicalized range sets that do not
-// overlap (as config.ParseIPAMConf leaves them).
+// overlap (as ipamconf.Parse leaves them).
 func New(st store.Store, sets []iprange.RangeSet, opts Options) *Allocator {
 	if opts.Now == nil {
 		opts.Now = time.Now

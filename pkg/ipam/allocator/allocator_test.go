@@ -15,11 +15,23 @@ import (
 	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 	"github.com/maclan-cni/maclan/pkg/ipam/store/disk"
+	"github.com/maclan-cni/maclan/pkg/ipam/store/memstore"
 )
 
 var ctx = context.Background()
 
-func newStore(t *testing.T) (*disk.Store, string) {
+// newStore is an empty store in memory: the allocator's tests that are not
+// about the disk store run on it.
+func newStore(t *testing.T) store.Store {
+	t.Helper()
+	s := memstore.New().Open()
+	t.Cleanup(func() { _ = s.Close() }) // nothing to check after the test
+	return s
+}
+
+// newDiskStore is an empty disk store and its directory, for the tests
+// that look at or damage its files.
+func newDiskStore(t *testing.T) (*disk.Store, string) {
 	t.Helper()
 	dir := t.TempDir()
 	s, err := disk.New(dir, "net1", disk.Options{})
@@ -76,7 +88,7 @@ func leaseCount(t *testing.T, s store.Store) int {
 }
 
 func TestRoundRobinDoesNotReuseReleased(t *testing.T) {
-	s, _ := newStore(t)
+	s := newStore(t)
 	a := New(s, sets(t, subnet("10.0.0.0/29")), Options{}) // .2-.6 usable; .1 is the gateway
 	if got := mustAllocate(t, a, "a"); !slices.Equal(got, []string{"10.0.0.2"}) {
 		t.Fatalf("first: got %v, want 10.0.0.2", got)
@@ -99,7 +111,7 @@ func TestRoundRobinDoesNotReuseReleased(t *testing.T) {
 }
 
 func TestExhaustionLeaksNothing(t *testing.T) {
-	s, dir := newStore(t)
+	s, dir := newDiskStore(t)
 	a := New(s, sets(t, subnet("10.0.0.0/29")), Options{})
 	for i := range 5 {
 		mustAllocate(t, a, fmt.Sprintf("c%d", i))
@@ -120,7 +132,7 @@ func TestExhaustionLeaksNothing(t *testing.T) {
 }
 
 func TestDualStackAllOrNothing(t *testing.T) {
-	s, _ := newStore(t)
+	s := newStore(t)
 	full := New(s, sets(t, subnet("10.0.0.0/30")), Options{}) // one usable address: .2
 	mustAllocate(t, full, "holder")
 	a := New(s, sets(t, subnet("fd00::/120"), subnet("10.0.0.0/30")), Options{})
@@ -133,7 +145,7 @@ func TestDualStackAllOrNothing(t *testing.T) {
 }
 
 func TestAllocateIsIdempotent(t *testing.T) {
-	s, _ := newStore(t)
+	s := newStore(t)
 	a := New(s, sets(t, subnet("10.0.0.0/24"), subnet("fd00::/64")), Options{})
 	first := mustAllocate(t, a, "c1")
 	again := mustAllocate(t, a, "c1")
@@ -145,8 +157,9 @@ func TestAllocateIsIdempotent(t *testing.T) {
 	}
 }
 
+// On the disk store, whose ErrReserved names the holder.
 func TestStaticRequests(t *testing.T) {
-	s, _ := newStore(t)
+	s, _ := newDiskStore(t)
 	a := New(s, sets(t, subnet("10.0.0.0/24"), subnet("fd00::/64")), Options{})
 	want := netip.MustParseAddr("10.0.0.77")
 	got := mustAllocate(t, a, "c1", want)
@@ -171,7 +184,7 @@ func TestStaticRequests(t *testing.T) {
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func TestExclusionsAndMultipleRanges(t *testing.T) {
-	s, _ := newStore(t)
+	s := newStore(t)
 	set := sets(t, []iprange.Range{
 		{Subnet: netip.MustParsePrefix("10.0.0.0/24"), RangeStart: netip.MustParseAddr("10.0.0.2"), RangeEnd: netip.MustParseAddr("10.0.0.9")},
 		{Subnet: netip.MustParsePrefix("10.0.1.0/24"), RangeStart: netip.MustParseAddr("10.0.1.250")},
@@ -193,7 +206,7 @@ func TestExclusionsAndMultipleRanges(t *testing.T) {
 // A lease whose bitmap bit was lost (a crash between the two writes, or a
 // deleted bitmap) is skipped, not handed out twice.
 func TestStaleBitmapIsHarmless(t *testing.T) {
-	s, dir := newStore(t)
+	s, dir := newDiskStore(t)
 	a := New(s, sets(t, subnet("10.0.0.0/24")), Options{})
 	for i := range 3 {
 		mustAllocate(t, a, fmt.Sprintf("c%d", i))
@@ -216,7 +229,7 @@ func TestStaleBitmapIsHarmless(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	s, _ := newStore(t)
+	s := newStore(t)
 	a := New(s, sets(t, subnet("10.0.0.0/24"), subnet("fd00::/64")), Options{})
 	mustAllocate(t, a, "c1")
 	if _, err := a.Check(ctx, "c1", "eth0"); err != nil {
@@ -234,7 +247,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestGC(t *testing.T) {
-	s, _ := newStore(t)
+	s := newStore(t)
 	a := New(s, sets(t, subnet("10.0.0.0/24")), Options{})
 	for _, id := range []string{"keep", "drop1", "drop2"} {
 		mustAllocate(t, a, id)
@@ -261,7 +274,7 @@ func TestAllocateSkipsDenseBlockQuickly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 20,000 leases")
 	}
-	s, dir := newStore(t)
+	s, dir := newDiskStore(t)
 	a := New(s, sets(t, subnet("10.64.0.0/16")), Options{})
 	mustAllocate(t, a, "first") // 10.64.0.2
 	// Fill the next 20,000 addresses.
@@ -291,7 +304,7 @@ func TestAllocateSkipsDenseBlockQuickly(t *testing.T) {
 }
 
 func TestConflictRecordIsSkippedAndSurvivesGC(t *testing.T) {
-	st, _ := newStore(t)
+	st := newStore(t)
 	a := New(st, sets(t, subnet("10.1.0.0/29")), Options{})
 	first, err := a.Allocate(ctx, "c1", "eth0", nil)
 	if err != nil {
@@ -343,7 +356,7 @@ func TestConflictRecordIsSkippedAndSurvivesGC(t *testing.T) {
 }
 
 func TestMarkConflictLeavesOthersLeases(t *testing.T) {
-	st, _ := newStore(t)
+	st := newStore(t)
 	a := New(st, sets(t, subnet("10.1.0.0/29")), Options{})
 	got := mustAllocate(t, a, "c1")
 	ip := netip.MustParseAddr(got[0])

@@ -31,7 +31,7 @@ func getLease(t *testing.T, st store.Store, ip string) (store.Lease, error) {
 // at the clock's time and whose other four addresses are leased.
 func fullWithConflict(t *testing.T, lifetime time.Duration) (*Allocator, store.Store, *clock) {
 	t.Helper()
-	st, _ := newStore(t)
+	st := newStore(t)
 	clk := &clock{now: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)}
 	a := New(st, sets(t, subnet("10.1.0.0/29")), Options{Now: clk.Now, ConflictLifetime: lifetime})
 	if got := mustAllocate(t, a, "c1"); got[0] != "10.1.0.2" {

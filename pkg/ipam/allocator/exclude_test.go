@@ -29,7 +29,7 @@ func (c *countingStore) NextFree(ctx context.Context, from, to netip.Addr) (neti
 // walk asked the store and scanned the exclusion list once per prefix, all
 // under the store's lock.
 func TestExcludedRunIsOneStep(t *testing.T) {
-	s, _ := newStore(t)
+	s := newStore(t)
 	cs := &countingStore{Store: s}
 	// 500 single addresses after the gateway, listed backwards, with a /30
 	// among them.
@@ -59,7 +59,7 @@ func TestExcludedRunIsOneStep(t *testing.T) {
 func TestExclusionsKeepAllocationOrder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	for n := range 12 {
-		s, _ := newStore(t)
+		s := newStore(t)
 		set := sets(t, []iprange.Range{
 			{Subnet: netip.MustParsePrefix("10.0.1.0/26")},
 			{Subnet: netip.MustParsePrefix("10.0.0.0/26"), RangeStart: netip.MustParseAddr("10.0.0.10")},

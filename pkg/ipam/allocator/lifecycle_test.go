@@ -211,7 +211,7 @@ func TestStickyIDIsAValidContainerID(t *testing.T) {
 // The sweep through a store that releases in bulk (the disk store) keeps
 // the rules, and sticky holds, of the one-by-one path.
 func TestSweepEarlierBootsBulk(t *testing.T) {
-	s, _ := newStore(t)
+	s, _ := newDiskStore(t)
 	c := newClock()
 	mk := func(h store.Lease) *Allocator {
 		return New(s, sets(t, subnet("10.0.0.0/29")), Options{Now: c.Now, Holder: h, StickyFor: time.Hour})

@@ -1,7 +1,7 @@
 // Package store defines the seam between the allocator and the backends
 // that keep leases: the Store interface, the Lease record, the sentinel
-// errors and WithLock. Backends live in sub-packages (disk now, etcd later)
-// and must pass the conformance suite in storetest.
+// errors and WithLock. Backends live in sub-packages (disk, etcd; memstore
+// for tests) and must pass the conformance suite in storetest.
 package store
 
 import (
@@ -133,6 +133,22 @@ type FsckReport struct {
 	Attachments int
 	Pending     int
 	Problems    []Problem
+}
+
+// Checker is a store that checks its own records (and with repair fixes
+// them); the lock must be held. Every backend is one: the operator tool's
+// fsck and the doctor call it.
+type Checker interface {
+	Fsck(ctx context.Context, repair bool) (FsckReport, error)
+}
+
+// Importer is a store that adds many leases at once (migrate, and tests
+// and benchmarks that need a large store); the lock must be held. A lease
+// already held by the same attachment is skipped; one held by another is
+// reported with ErrReserved and the rest imported. It returns how many of
+// the leases given the store holds for their attachments.
+type Importer interface {
+	Import(ctx context.Context, leases []Lease) (int, error)
 }
 
 // WithLock runs fn with s locked. An error from Unlock is joined to fn's.

@@ -22,22 +22,7 @@ type (
 	FsckReport = store.FsckReport
 )
 
-// CheckWritable proves that the store directory can be written now, by
-// creating and removing a temporary file in it.
-func (s *Store) CheckWritable() error {
-	// An empty file needs an inode but no data block: a full disk would
-	// still take it. An ADD writes a lease, an index entry and a cursor,
-	// each through a temporary file of at least one block: the probe needs
-	// as many blocks as that.
-	probe := make([]byte, 16<<10)
-	if err := s.writeFile("", tempPrefix+"probe", probe, false); err != nil {
-		return s.unavailable("write probe file", err)
-	}
-	if err := s.removeFile("", tempPrefix+"probe"); err != nil {
-		return s.unavailable("remove probe file", err)
-	}
-	return nil
-}
+var _ store.Checker = (*Store)(nil)
 
 // Fsck checks the whole store: leftover temporary files, files that are
 // not records, damaged leases and index entries, index entries naming
@@ -48,47 +33,90 @@ func (s *Store) CheckWritable() error {
 // quarantine/ (which frees its address, so it is reported loudly); the
 // index and the bitmap are rebuilt from the leases. The lock must be held.
 func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
-	var rep FsckReport
 	if err := s.requireLock("fsck"); err != nil {
-		return rep, err
+		return FsckReport{}, err
 	}
-	note := func(p Problem) { rep.Problems = append(rep.Problems, p) }
-	fix := func(p Problem, do func() error) error {
-		if repair {
-			if err := do(); err != nil {
-				return fmt.Errorf("repair %s: %w", p.Where, err)
-			}
-			p.Repaired = true
+	f := &fsckRun{
+		s: s, repair: repair,
+		valid: map[netip.Addr]store.Lease{}, index: map[attachment][]netip.Addr{},
+		damagedIndex: map[attachment]bool{}, claims: map[netip.Addr][]attachment{},
+	}
+	for _, step := range []func() error{
+		f.temporaries,   // leftover temporary files in every directory
+		f.leases,        // read every lease; note strays and old formats
+		f.indexEntries,  // read every index entry and what it claims
+		f.damagedLeases, // restore for a sole claimant, else quarantine
+		f.reindex,       // the index as the leases say it should be
+		f.bitmap,        // the bitmap as the lease files say it should be
+		f.cursors,       // hints: an unreadable one is dropped
+	} {
+		if err := step(); err != nil {
+			return f.rep, err
 		}
-		note(p)
-		return nil
 	}
+	return f.rep, nil
+}
 
-	// Temporary files and strays in every directory.
+// attachment is an attachment identity as fsck groups records by it.
+type attachment struct{ id, ifName string }
+
+// fsckRun is one run of Fsck: what its steps have found so far.
+type fsckRun struct {
+	s      *Store
+	repair bool
+	rep    FsckReport
+
+	valid        map[netip.Addr]store.Lease  // leases that decode
+	corrupt      []netip.Addr                // lease files that do not
+	index        map[attachment][]netip.Addr // index entries as read
+	damagedIndex map[attachment]bool         // index entries that do not decode
+	claims       map[netip.Addr][]attachment // who the index says holds each address
+}
+
+func (f *fsckRun) note(p Problem) { f.rep.Problems = append(f.rep.Problems, p) }
+
+// fix notes p and, with repair, runs do and marks p repaired.
+func (f *fsckRun) fix(p Problem, do func() error) error {
+	if f.repair {
+		if err := do(); err != nil {
+			return fmt.Errorf("repair %s: %w", p.Where, err)
+		}
+		p.Repaired = true
+	}
+	f.note(p)
+	return nil
+}
+
+// temporaries removes the temporary files left in every directory.
+func (f *fsckRun) temporaries() error {
+	s := f.s
 	for _, sub := range []string{"", leaseDir, attachDir, bitmapDir, cursorDir} {
 		entries, err := os.ReadDir(filepath.Join(s.dir, sub))
 		if err != nil {
-			return rep, s.unavailable("read "+sub, err)
+			return s.unavailable("read "+sub, err)
 		}
 		for _, e := range entries {
 			rel := filepath.Join(sub, e.Name())
 			if strings.HasPrefix(e.Name(), tempPrefix) {
-				if err := fix(Problem{Kind: "temp", Where: rel, Detail: "leftover temporary file"}, func() error {
+				if err := f.fix(Problem{Kind: "temp", Where: rel, Detail: "leftover temporary file"}, func() error {
 					return os.Remove(filepath.Join(s.dir, rel))
 				}); err != nil {
-					return rep, err
+					return err
 				}
 			}
 		}
 	}
+	return nil
+}
 
-	// Leases.
+// leases reads every lease file: valid ones are kept, damaged ones listed
+// for damagedLeases, strays quarantined and old formats rewritten.
+func (f *fsckRun) leases() error {
+	s := f.s
 	entries, err := os.ReadDir(filepath.Join(s.dir, leaseDir))
 	if err != nil {
-		return rep, s.unavailable("read leases", err)
+		return s.unavailable("read leases", err)
 	}
-	valid := map[netip.Addr]store.Lease{}
-	var corrupt []netip.Addr
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, tempPrefix) {
@@ -97,41 +125,42 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		rel := filepath.Join(leaseDir, name)
 		ip, perr := netip.ParseAddr(name)
 		if perr != nil || ip.String() != name || !e.Type().IsRegular() {
-			if err := fix(Problem{Kind: "stray", Where: rel, Detail: "not a lease file name"}, func() error {
+			if err := f.fix(Problem{Kind: "stray", Where: rel, Detail: "not a lease file name"}, func() error {
 				return s.quarantine(rel)
 			}); err != nil {
-				return rep, err
+				return err
 			}
 			continue
 		}
 		l, version, err := s.readLeaseVersion(ip)
 		switch {
 		case err == nil:
-			valid[ip] = l
+			f.valid[ip] = l
 			if version < leaseVersion {
-				if err := fix(Problem{Kind: "old-format", Where: rel, Detail: fmt.Sprintf("lease record version %d; rewritten as version %d "+
+				if err := f.fix(Problem{Kind: "old-format", Where: rel, Detail: fmt.Sprintf("lease record version %d; rewritten as version %d "+
 					"(its host and boot stay unknown, so the sweep after a reboot leaves it alone)", version, leaseVersion)}, func() error {
 					return s.writeFileMode(leaseDir, name, encodeLease(l), true, false) // replaces it atomically
 				}); err != nil {
-					return rep, err
+					return err
 				}
 			}
 		case errors.Is(err, store.ErrCorrupt):
-			corrupt = append(corrupt, ip)
+			f.corrupt = append(f.corrupt, ip)
 		default:
-			return rep, err
+			return err
 		}
 	}
+	return nil
+}
 
-	// Index entries.
-	entries, err = os.ReadDir(filepath.Join(s.dir, attachDir))
+// indexEntries reads every index entry and records which addresses each
+// attachment claims; damaged entries are noted, and rebuilt by reindex.
+func (f *fsckRun) indexEntries() error {
+	s := f.s
+	entries, err := os.ReadDir(filepath.Join(s.dir, attachDir))
 	if err != nil {
-		return rep, s.unavailable("read attachments", err)
+		return s.unavailable("read attachments", err)
 	}
-	type attachment struct{ id, ifName string }
-	index := map[attachment][]netip.Addr{}
-	damagedIndex := map[attachment]bool{}
-	claims := map[netip.Addr][]attachment{}
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, tempPrefix) {
@@ -140,90 +169,107 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		rel := filepath.Join(attachDir, name)
 		id, ifName, ok := splitAttachName(name)
 		if !ok || !e.Type().IsRegular() {
-			if err := fix(Problem{Kind: "stray", Where: rel, Detail: "not an index entry name"}, func() error {
+			if err := f.fix(Problem{Kind: "stray", Where: rel, Detail: "not an index entry name"}, func() error {
 				return s.quarantine(rel)
 			}); err != nil {
-				return rep, err
+				return err
 			}
 			continue
 		}
 		at := attachment{id, ifName}
 		ips, err := s.readAttach(id, ifName)
 		if errors.Is(err, store.ErrCorrupt) {
-			// Rebuilt below from the leases.
-			note(Problem{Kind: "corrupt-index", Where: rel, Detail: err.Error(), Repaired: repair})
-			index[at] = nil
-			damagedIndex[at] = true
+			// Rebuilt by reindex from the leases.
+			f.note(Problem{Kind: "corrupt-index", Where: rel, Detail: err.Error(), Repaired: f.repair})
+			f.index[at] = nil
+			f.damagedIndex[at] = true
 			continue
 		}
 		if err != nil {
-			return rep, err
+			return err
 		}
-		index[at] = ips
+		f.index[at] = ips
 		for _, ip := range ips {
-			claims[ip] = append(claims[ip], at)
+			f.claims[ip] = append(f.claims[ip], at)
 		}
 	}
+	return nil
+}
 
-	// Damaged leases: restore for a sole claimant, else quarantine.
-	for _, ip := range corrupt {
+// damagedLeases rewrites a damaged lease for its sole claimant, or else
+// moves it to quarantine/, which frees the address.
+func (f *fsckRun) damagedLeases() error {
+	s := f.s
+	for _, ip := range f.corrupt {
 		rel := filepath.Join(leaseDir, ip.String())
-		owners := claims[ip]
+		owners := f.claims[ip]
 		if len(owners) == 1 {
 			l := store.Lease{IP: ip, ContainerID: owners[0].id, IfName: owners[0].ifName, Created: time.Now()}
-			if err := fix(Problem{Kind: "corrupt-lease", Where: rel, Detail: fmt.Sprintf("damaged; rewritten for its sole claimant %s/%s", l.ContainerID, l.IfName)}, func() error {
+			if err := f.fix(Problem{Kind: "corrupt-lease", Where: rel, Detail: fmt.Sprintf("damaged; rewritten for its sole claimant %s/%s", l.ContainerID, l.IfName)}, func() error {
 				if err := s.quarantine(rel); err != nil {
 					return err
 				}
 				return s.writeFileMode(leaseDir, ip.String(), encodeLease(l), true, true)
 			}); err != nil {
-				return rep, err
+				return err
 			}
-			if repair {
-				valid[ip] = l
+			if f.repair {
+				f.valid[ip] = l
 			}
 			continue
 		}
-		if err := fix(Problem{Kind: "corrupt-lease", Where: rel, Detail: "damaged and claimed by no single attachment; moved to quarantine/, which frees the address"}, func() error {
+		if err := f.fix(Problem{Kind: "corrupt-lease", Where: rel, Detail: "damaged and claimed by no single attachment; moved to quarantine/, which frees the address"}, func() error {
 			return s.quarantine(rel)
 		}); err != nil {
-			return rep, err
+			return err
 		}
 	}
+	return nil
+}
 
-	// The index as the leases say it should be.
+// wantIndex is the index as the leases say it should be, with an entry
+// (maybe empty) for every attachment the index has now.
+func (f *fsckRun) wantIndex() map[attachment][]netip.Addr {
 	want := map[attachment][]netip.Addr{}
-	for ip, l := range valid {
+	for ip, l := range f.valid {
 		at := attachment{l.ContainerID, l.IfName}
 		want[at] = append(want[at], ip)
 	}
-	if !repair {
+	if !f.repair {
 		// A damaged lease left in place keeps its claims: whose it is
 		// cannot be told, so its index entries are not called stale.
-		for _, ip := range corrupt {
-			for _, at := range claims[ip] {
+		for _, ip := range f.corrupt {
+			for _, at := range f.claims[ip] {
 				want[at] = append(want[at], ip)
 			}
 		}
 	}
-	for at := range index {
+	for at := range f.index {
 		if _, ok := want[at]; !ok {
 			want[at] = nil
 		}
 	}
+	return want
+}
+
+// reindex compares each index entry with what the leases say and
+// rewrites those that differ; it counts the leases and attachments.
+func (f *fsckRun) reindex() error {
+	s := f.s
+	want := f.wantIndex()
 	for at, ips := range want {
 		slices.SortFunc(ips, netip.Addr.Compare)
-		have, known := index[at]
+		have, known := f.index[at]
 		have = slices.Clone(have)
 		slices.SortFunc(have, netip.Addr.Compare)
 		rel := filepath.Join(attachDir, attachName(at.id, at.ifName))
 		var p Problem
 		switch {
-		case damagedIndex[at]:
+		case f.damagedIndex[at]:
 			// Already reported; the repair rewrites it from the leases.
-			if repair {
+			if f.repair {
 				if err := s.writeAttach(at.id, at.ifName, ips); err != nil {
-					return rep, fmt.Errorf("repair %s: %w", rel, err)
+					return fmt.Errorf("repair %s: %w", rel, err)
 				}
 			}
 			continue
@@ -236,19 +282,23 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		default:
 			p = Problem{Kind: "stale-index", Where: rel, Detail: fmt.Sprintf("lists %v, the leases say %v", have, ips)}
 		}
-		if err := fix(p, func() error { return s.writeAttach(at.id, at.ifName, ips) }); err != nil {
-			return rep, err
+		if err := f.fix(p, func() error { return s.writeAttach(at.id, at.ifName, ips) }); err != nil {
+			return err
 		}
 	}
 	for _, ips := range want {
 		if len(ips) > 0 {
-			rep.Attachments++
+			f.rep.Attachments++
 		}
 	}
-	rep.Leases = len(valid)
+	f.rep.Leases = len(f.valid)
+	return nil
+}
 
-	// The bitmap as the lease files say it should be. A damaged lease that
-	// stays (no repair) keeps its bit: its file still blocks the address.
+// wantBitmap is the bitmap as the lease files say it should be, with a
+// chunk (maybe empty) for every chunk file there is now. A damaged lease
+// that stays (no repair) keeps its bit: its file still blocks the address.
+func (f *fsckRun) wantBitmap() (map[netip.Addr]*chunk, error) {
 	chunks := map[netip.Addr]*chunk{}
 	mark := func(ip netip.Addr) {
 		b := chunkBase(ip)
@@ -257,22 +307,33 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		}
 		chunks[b].set(chunkIndex(ip), true)
 	}
-	for ip := range valid {
+	for ip := range f.valid {
 		mark(ip)
 	}
-	if !repair {
-		for _, ip := range corrupt {
+	if !f.repair {
+		for _, ip := range f.corrupt {
 			mark(ip)
 		}
 	}
-	entries, err = os.ReadDir(filepath.Join(s.dir, bitmapDir))
+	entries, err := os.ReadDir(filepath.Join(f.s.dir, bitmapDir))
 	if err != nil {
-		return rep, s.unavailable("read bitmap", err)
+		return nil, f.s.unavailable("read bitmap", err)
 	}
 	for _, e := range entries {
 		if base, err := netip.ParseAddr(e.Name()); err == nil && chunks[base] == nil {
 			chunks[base] = new(chunk)
 		}
+	}
+	return chunks, nil
+}
+
+// bitmap compares each bitmap chunk with what the lease files say and
+// rewrites (or deletes) those that differ.
+func (f *fsckRun) bitmap() error {
+	s := f.s
+	chunks, err := f.wantBitmap()
+	if err != nil {
+		return err
 	}
 	clear(s.chunks)
 	for base, c := range chunks {
@@ -286,7 +347,7 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 				continue
 			}
 		case err != nil && !planted(err):
-			return rep, s.unavailable("read "+rel, err)
+			return s.unavailable("read "+rel, err)
 		case err != nil:
 			detail = err.Error()
 		case have.unmarshal(b) != nil || !have.equal(c):
@@ -297,20 +358,24 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		default:
 			continue
 		}
-		if err := fix(Problem{Kind: "bitmap", Where: rel, Detail: detail}, func() error {
+		if err := f.fix(Problem{Kind: "bitmap", Where: rel, Detail: detail}, func() error {
 			if c.empty() {
 				return s.removeFile(bitmapDir, base.String())
 			}
 			return s.writeChunk(base, c) // c.onDisk is false: written whole
 		}); err != nil {
-			return rep, err
+			return err
 		}
 	}
+	return nil
+}
 
-	// Cursors are hints; an unreadable one is dropped.
-	entries, err = os.ReadDir(filepath.Join(s.dir, cursorDir))
+// cursors drops the unreadable cursors: they are hints.
+func (f *fsckRun) cursors() error {
+	s := f.s
+	entries, err := os.ReadDir(filepath.Join(s.dir, cursorDir))
 	if err != nil {
-		return rep, s.unavailable("read cursors", err)
+		return s.unavailable("read cursors", err)
 	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), tempPrefix) {
@@ -319,17 +384,17 @@ func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
 		rel := filepath.Join(cursorDir, e.Name())
 		b, err := safefs.ReadFile(filepath.Join(s.dir, rel), maxCursorSize)
 		if err != nil && !planted(err) {
-			return rep, s.unavailable("read "+rel, err)
+			return s.unavailable("read "+rel, err)
 		}
 		if _, perr := netip.ParseAddr(strings.TrimSpace(string(b))); err != nil || perr != nil {
-			if err := fix(Problem{Kind: "cursor", Where: rel, Detail: "unreadable"}, func() error {
+			if err := f.fix(Problem{Kind: "cursor", Where: rel, Detail: "unreadable"}, func() error {
 				return os.Remove(filepath.Join(s.dir, rel))
 			}); err != nil {
-				return rep, err
+				return err
 			}
 		}
 	}
-	return rep, nil
+	return nil
 }
 
 // quarantine moves a file (path relative to the store) to quarantine/,

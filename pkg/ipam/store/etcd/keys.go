@@ -1,9 +1,11 @@
 package etcd
 
 import (
-	"fmt"
+	"encoding/hex"
 	"net/netip"
 	"strings"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
@@ -59,58 +61,57 @@ func parseKey(rel string) keyShape {
 	return keyShape{kind: keyForeign}
 }
 
-// endpointCredentials reports whether an endpoint URL has a userinfo part
-// (RFC 3986 section 3.2.1, "user:password@" before the host), whether or
-// not it parses: an '@' in the authority, which runs from "scheme://" (or
-// the start, without one) to the first '/', '?' or '#'. It returns the
-// authority's offsets in ep.
-func endpointCredentials(ep string) (start, at int, found bool) {
-	if i := strings.Index(ep, "://"); i >= 0 {
-		start = i + 3
+// addrKey is the fixed-width, order-preserving form of an address.
+func addrKey(ip netip.Addr) string {
+	if ip.Is4() {
+		b := ip.As4()
+		return "4-" + hex.EncodeToString(b[:])
 	}
-	end := len(ep)
-	if i := strings.IndexAny(ep[start:], "/?#"); i >= 0 {
-		end = start + i
-	}
-	at = strings.LastIndexByte(ep[start:end], '@')
-	if at < 0 {
-		return start, 0, false
-	}
-	return start, start + at, true
+	b := ip.As16()
+	return "6-" + hex.EncodeToString(b[:])
 }
 
-// redactEndpoint replaces the userinfo of an endpoint URL, if any, so that
-// no message repeats a password.
-func redactEndpoint(ep string) string {
-	start, at, found := endpointCredentials(ep)
-	if !found {
-		return ep
-	}
-	return ep[:start] + "REDACTED" + ep[at:]
+// parseAddrKey is the inverse of addrKey: it accepts only what addrKey
+// writes (lowercase hex, fixed width), so that one address has one key.
+func parseAddrKey(k string) (netip.Addr, bool) {
+	ip, ok := parseAddrHex(k)
+	return ip, ok && addrKey(ip) == k
 }
 
-// checkEndpoints refuses endpoints that carry credentials: maclan
-// authenticates to etcd with TLS client certificates only, and a password
-// in a URL would be repeated in every error message and log line.
-func checkEndpoints(eps []string) error {
-	if len(eps) == 0 {
-		return fmt.Errorf("no endpoints")
+func parseAddrHex(k string) (netip.Addr, bool) {
+	fam, h, ok := strings.Cut(k, "-")
+	if !ok {
+		return netip.Addr{}, false
 	}
-	for i, ep := range eps {
-		if _, _, found := endpointCredentials(ep); found {
-			return fmt.Errorf("endpoint %d %q carries credentials (user:password@); authenticate with a TLS client certificate instead", i, redactEndpoint(ep))
-		}
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		return netip.Addr{}, false
 	}
-	return nil
+	switch {
+	case fam == "4" && len(b) == 4:
+		return netip.AddrFrom4([4]byte(b)), true
+	case fam == "6" && len(b) == 16:
+		a := netip.AddrFrom16([16]byte(b))
+		return a, !a.Is4In6()
+	}
+	return netip.Addr{}, false
 }
 
-// redactAll redacts, in an error text from the etcd client, every
-// endpoint it may quote.
-func redactAll(text string, eps []string) string {
-	for _, ep := range eps {
-		if r := redactEndpoint(ep); r != ep {
-			text = strings.ReplaceAll(text, ep, r)
-		}
-	}
-	return text
+func (s *Store) leasePrefix() string           { return s.root + "lease/" }
+func (s *Store) leaseKey(ip netip.Addr) string { return s.leasePrefix() + addrKey(ip) }
+func (s *Store) attachRoot() string            { return s.root + "attach/" }
+func (s *Store) attachPrefix(containerID, ifName string) string {
+	// A container ID cannot contain '=' or '/' and an interface name
+	// cannot contain '/', so this prefix names exactly one attachment.
+	return s.attachRoot() + containerID + "=" + ifName + "/"
 }
+
+func (s *Store) attachKey(containerID, ifName string, ip netip.Addr) string {
+	return s.attachPrefix(containerID, ifName) + addrKey(ip)
+}
+func (s *Store) cursorKey(set string) string { return s.root + "cursor/" + set }
+
+// mvccKV is a key with its revisions, as etcd returns it.
+type mvccKV = mvccpb.KeyValue
+
+func validAddr(ip netip.Addr) bool { return ip.IsValid() && ip.Zone() == "" && !ip.Is4In6() }

@@ -1,4 +1,4 @@
-package config
+package ipamconf
 
 import (
 	"encoding/json"
@@ -49,7 +49,7 @@ func BenchmarkParseIPAMConfRanges(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				stdin := bigRangesConf(n, perSet, nil)
 				for b.Loop() {
-					if _, err := ParseIPAMConf(stdin, ""); err != nil {
+					if _, err := Parse(stdin, ""); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -71,7 +71,7 @@ func BenchmarkParseIPAMConfRequested(b *testing.B) {
 		stdin := []byte(ipamNet("1.0.0", `{"type":"maclan-ipam","ranges":[[{"subnet":"10.0.0.0/8"}]]}`,
 			`"runtimeConfig":{"ips":["`+strings.Join(ips, `","`)+`"]},`))
 		for b.Loop() {
-			if _, err := ParseIPAMConf(stdin, ""); err == nil || !strings.Contains(err.Error(), "one address per range set") {
+			if _, err := Parse(stdin, ""); err == nil || !strings.Contains(err.Error(), "one address per range set") {
 				b.Fatalf("got %v, want one address per range set", err)
 			}
 		}
@@ -79,7 +79,7 @@ func BenchmarkParseIPAMConfRequested(b *testing.B) {
 	b.Run(fmt.Sprintf("setEach/requested=%d", n), func(b *testing.B) {
 		stdin := bigRangesConf(n, true, ips)
 		for b.Loop() {
-			if _, err := ParseIPAMConf(stdin, ""); err != nil {
+			if _, err := Parse(stdin, ""); err != nil {
 				b.Fatal(err)
 			}
 		}

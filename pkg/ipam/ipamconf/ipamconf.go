@@ -1,4 +1,10 @@
-package config
+// Package ipamconf decodes and validates the configuration of maclan-ipam:
+// the "ipam" object of a net conf, the few top-level fields it reads, and
+// the static requests of runtimeConfig, args and CNI_ARGS. It lives beside
+// the allocator, not in pkg/config, so that maclan's own configuration
+// depends on nothing of the IPAM's. Like pkg/config it makes no system
+// calls; its errors wrap config.ErrInvalid (CNI code 7).
+package ipamconf
 
 import (
 	"encoding/json"
@@ -12,30 +18,30 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
-// Defaults of maclan-ipam.
+// Defaults of maclan-ipam; the lock timeout's is store.DefaultLockTimeout.
 const (
-	DefaultIPAMDataDir     = "/var/lib/cni/maclan"
-	DefaultIPAMLockTimeout = 10 * time.Second
-	maxIPAMLockTimeout     = 5 * time.Minute
+	DefaultDataDir = "/var/lib/cni/maclan"
+	maxLockTimeout = 5 * time.Minute
 	// A conflict record keeps an address that answered an ARP probe out of
 	// use this long; then the next ADD that reaches it probes it again. Ten
 	// minutes: a device that still answers costs one probe (at most 90 ms)
 	// in one ADD every ten minutes, while a device that answers every probe
 	// (proxy ARP, a hostile host) holds what it took for no longer than that.
-	DefaultIPAMConflictLifetime = 10 * time.Minute
-	minIPAMConflictLifetime     = time.Second
-	maxIPAMConflictLifetime     = 30 * 24 * time.Hour
+	DefaultConflictLifetime = 10 * time.Minute
+	minConflictLifetime     = time.Second
+	maxConflictLifetime     = 30 * 24 * time.Hour
 )
 
-// IPAMConf is the configuration of maclan-ipam. The JSON fields are those of
+// Conf is the configuration of maclan-ipam. The JSON fields are those of
 // the "ipam" object, a superset of the reference host-local plugin's: a
 // host-local configuration is accepted unchanged. The fields tagged "-" come
 // from the rest of the net conf and from CNI_ARGS.
-type IPAMConf struct {
+type Conf struct {
 	Type string `json:"type"`
 	// Ranges is a list of range sets; one address is taken from each set.
 	// The legacy single range (subnet, rangeStart, rangeEnd, gateway beside
@@ -45,22 +51,22 @@ type IPAMConf struct {
 	DataDir    string             `json:"dataDir"`
 	ResolvConf string             `json:"resolvConf"`
 	// Exclude lists addresses and CIDRs never handed out.
-	Exclude     []IPAMExclude `json:"exclude"`
-	Store       IPAMStoreConf `json:"store"`
-	LockTimeout IPAMDuration  `json:"lockTimeout"`
+	Exclude     []Exclude `json:"exclude"`
+	Store       StoreConf `json:"store"`
+	LockTimeout Duration  `json:"lockTimeout"`
 	// Lease lifecycle (lifecycle.go).
-	ReclaimAfterReboot *bool        `json:"reclaimAfterReboot"`
-	StaleAfter         IPAMDuration `json:"staleAfter"`
-	StickyFor          IPAMDuration `json:"stickyFor"`
+	ReclaimAfterReboot *bool    `json:"reclaimAfterReboot"`
+	StaleAfter         Duration `json:"staleAfter"`
+	StickyFor          Duration `json:"stickyFor"`
 	// ConflictLifetime is how long a conflict record lasts (with conflict
-	// detection on): see DefaultIPAMConflictLifetime.
-	ConflictLifetime IPAMDuration `json:"conflictLifetime"`
+	// detection on): see DefaultConflictLifetime.
+	ConflictLifetime Duration `json:"conflictLifetime"`
 
 	// Name is the network name (the net conf's top-level "name").
 	Name       string `json:"-"`
 	CNIVersion string `json:"-"`
 	// Requested are the static addresses asked for, from all sources.
-	Requested []IPAMRequest `json:"-"`
+	Requested []Request `json:"-"`
 	// Attachments is the GC list of attachments still in use; it is nil
 	// when the net conf carries no list, which is not the same as empty.
 	Attachments []types.GCAttachment `json:"-"`
@@ -81,21 +87,21 @@ type IPAMConf struct {
 	HostAttachment bool `json:"-"`
 }
 
-// IPAMStoreConf selects where leases are kept.
-type IPAMStoreConf struct {
+// StoreConf selects where leases are kept.
+type StoreConf struct {
 	Type string `json:"type"` // "disk" (default) or "etcd"
 	// Dir is, for disk, the data directory (default DataDir); for etcd,
 	// where the per-host lock file is kept (same default).
 	Dir string `json:"dir"`
-	// The etcd store; see ipam_etcd.go.
-	IPAMEtcdConf
+	// The etcd store; see etcd.go.
+	EtcdConf
 }
 
-// IPAMExclude is an address ("10.0.0.7") or a CIDR ("10.0.0.0/28").
-type IPAMExclude struct{ netip.Prefix }
+// Exclude is an address ("10.0.0.7") or a CIDR ("10.0.0.0/28").
+type Exclude struct{ netip.Prefix }
 
 // UnmarshalText accepts an address or a CIDR.
-func (e *IPAMExclude) UnmarshalText(b []byte) error {
+func (e *Exclude) UnmarshalText(b []byte) error {
 	p, err := iprange.ParsePrefixOrAddr(string(b))
 	if err != nil {
 		return err
@@ -104,40 +110,40 @@ func (e *IPAMExclude) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// IPAMDuration is a duration written as a Go duration string ("10s",
+// Duration is a duration written as a Go duration string ("10s",
 // "1m30s") or a number of seconds.
-type IPAMDuration time.Duration
+type Duration time.Duration
 
 // UnmarshalJSON accepts "10s" or 10.
-func (d *IPAMDuration) UnmarshalJSON(b []byte) error {
+func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
 		v, err := time.ParseDuration(s)
 		if err != nil {
 			return err
 		}
-		*d = IPAMDuration(v)
+		*d = Duration(v)
 		return nil
 	}
 	var secs float64
 	if err := json.Unmarshal(b, &secs); err != nil {
 		return errors.New("want a duration such as \"10s\" or a number of seconds")
 	}
-	*d = IPAMDuration(secs * float64(time.Second))
+	*d = Duration(secs * float64(time.Second))
 	return nil
 }
 
-// IPAMRequest is one statically requested address and where it came from,
+// Request is one statically requested address and where it came from,
 // so that an error can say which source asked for it.
-type IPAMRequest struct {
+type Request struct {
 	IP     netip.Addr
 	Source string
 }
 
-// ipamEnvelope is the part of the net conf outside "ipam" that maclan-ipam
+// envelope is the part of the net conf outside "ipam" that maclan-ipam
 // reads. Everything else (the main plugin's "master", "mode", ...) is
 // ignored.
-type ipamEnvelope struct {
+type envelope struct {
 	CNIVersion    string          `json:"cniVersion"`
 	Name          string          `json:"name"`
 	IPAM          json.RawMessage `json:"ipam"`
@@ -178,26 +184,26 @@ type ipamEnvelope struct {
 }
 
 func invalid(format string, args ...any) error {
-	return fmt.Errorf(format+": %w", append(args, ErrInvalid)...)
+	return fmt.Errorf(format+": %w", append(args, config.ErrInvalid)...)
 }
 
-// DecodeIPAMConf decodes the net conf and checks only what DEL and GC
+// Decode decodes the net conf and checks only what DEL and GC
 // need: the network name, the store and the lock timeout. A DEL must work
 // even if the ranges of a network have since become invalid.
-func DecodeIPAMConf(stdin []byte) (*IPAMConf, error) {
-	c, _, err := decodeIPAM(stdin)
+func Decode(stdin []byte) (*Conf, error) {
+	c, _, err := decode(stdin)
 	return c, err
 }
 
-func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
-	var env ipamEnvelope
+func decode(stdin []byte) (*Conf, *envelope, error) {
+	var env envelope
 	if err := json.Unmarshal(stdin, &env); err != nil {
 		return nil, nil, invalid("decode net conf: %w", err)
 	}
 	if len(env.IPAM) == 0 || string(env.IPAM) == "null" {
 		return nil, nil, invalid("net conf has no \"ipam\" object")
 	}
-	c := &IPAMConf{}
+	c := &Conf{}
 	if err := json.Unmarshal(env.IPAM, c); err != nil {
 		return nil, nil, invalid("decode ipam: %w", err)
 	}
@@ -211,18 +217,18 @@ func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
 	case "", "disk":
 		c.Store.Type = "disk"
 	case "etcd":
-		if err := c.Store.IPAMEtcdConf.validate(); err != nil {
+		if err := c.Store.EtcdConf.validate(); err != nil {
 			return nil, nil, err
 		}
 	default:
 		return nil, nil, invalid("ipam.store.type %q is unknown (want \"disk\" or \"etcd\")", c.Store.Type)
 	}
-	if c.Store.Type != "etcd" && !c.Store.IPAMEtcdConf.empty() {
+	if c.Store.Type != "etcd" && !c.Store.EtcdConf.empty() {
 		return nil, nil, invalid("ipam.store: endpoints, prefix, dialTimeout, requestTimeout and tls are etcd fields, but store.type is %q", c.Store.Type)
 	}
 	switch {
 	case c.Store.Dir == "" && c.DataDir == "":
-		c.Store.Dir = DefaultIPAMDataDir
+		c.Store.Dir = DefaultDataDir
 	case c.Store.Dir == "":
 		c.Store.Dir = c.DataDir
 	case c.DataDir != "" && filepath.Clean(c.DataDir) != filepath.Clean(c.Store.Dir):
@@ -236,9 +242,9 @@ func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
 
 	switch d := time.Duration(c.LockTimeout); {
 	case d == 0:
-		c.LockTimeout = IPAMDuration(DefaultIPAMLockTimeout)
-	case d < 0 || d > maxIPAMLockTimeout:
-		return nil, nil, invalid("ipam.lockTimeout %s is outside (0, %s]", d, maxIPAMLockTimeout)
+		c.LockTimeout = Duration(store.DefaultLockTimeout)
+	case d < 0 || d > maxLockTimeout:
+		return nil, nil, invalid("ipam.lockTimeout %s is outside (0, %s]", d, maxLockTimeout)
 	}
 
 	if err := c.lifecycleDefaults(); err != nil {
@@ -246,9 +252,9 @@ func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
 	}
 	switch d := time.Duration(c.ConflictLifetime); {
 	case d == 0:
-		c.ConflictLifetime = IPAMDuration(DefaultIPAMConflictLifetime)
-	case d < minIPAMConflictLifetime || d > maxIPAMConflictLifetime:
-		return nil, nil, invalid("ipam.conflictLifetime %s is outside [%s, %s]", d, minIPAMConflictLifetime, maxIPAMConflictLifetime)
+		c.ConflictLifetime = Duration(DefaultConflictLifetime)
+	case d < minConflictLifetime || d > maxConflictLifetime:
+		return nil, nil, invalid("ipam.conflictLifetime %s is outside [%s, %s]", d, minConflictLifetime, maxConflictLifetime)
 	}
 
 	switch {
@@ -260,12 +266,12 @@ func decodeIPAM(stdin []byte) (*IPAMConf, *ipamEnvelope, error) {
 	return c, &env, nil
 }
 
-// ParseIPAMConf decodes the whole net conf maclan-ipam receives on stdin,
+// Parse decodes the whole net conf maclan-ipam receives on stdin,
 // merges the static requests from runtimeConfig, args and CNI_ARGS, applies
 // the host-local defaults and validates everything. Every failure wraps
 // ErrInvalid and names the field and value at fault.
-func ParseIPAMConf(stdin []byte, cniArgs string) (*IPAMConf, error) {
-	c, env, err := decodeIPAM(stdin)
+func Parse(stdin []byte, cniArgs string) (*Conf, error) {
+	c, env, err := decode(stdin)
 	if err != nil {
 		return nil, err
 	}
@@ -339,7 +345,7 @@ func canonicalizeSets(sets []iprange.RangeSet) error {
 	return bad
 }
 
-func (c *IPAMConf) collectRequests(env *ipamEnvelope, cniArgs string) error {
+func (c *Conf) collectRequests(env *envelope, cniArgs string) error {
 	seen := map[netip.Addr]bool{}
 	add := func(source, s string) error {
 		ip, err := iprange.ParseAddrOrPrefix(strings.TrimSpace(s))
@@ -350,7 +356,7 @@ func (c *IPAMConf) collectRequests(env *ipamEnvelope, cniArgs string) error {
 			return nil // the same address from two sources
 		}
 		seen[ip] = true
-		c.Requested = append(c.Requested, IPAMRequest{IP: ip, Source: source})
+		c.Requested = append(c.Requested, Request{IP: ip, Source: source})
 		return nil
 	}
 	for _, s := range env.RuntimeConfig.IPs {
@@ -371,7 +377,7 @@ func (c *IPAMConf) collectRequests(env *ipamEnvelope, cniArgs string) error {
 			return err
 		}
 	}
-	args, err := ParseCNIArgs(cniArgs) // unknown keys (K8S_POD_NAME, MAC, ...) are ignored
+	args, err := config.ParseCNIArgs(cniArgs) // unknown keys (K8S_POD_NAME, MAC, ...) are ignored
 	if err != nil {
 		return err
 	}
@@ -389,7 +395,7 @@ func (c *IPAMConf) collectRequests(env *ipamEnvelope, cniArgs string) error {
 // inside a range, not reserved, not excluded, at most one per range set.
 // The ranges and exclusions are indexed once, so that each check is a
 // binary search.
-func (c *IPAMConf) validateRequests() error {
+func (c *Conf) validateRequests() error {
 	if len(c.Requested) == 0 {
 		return nil
 	}
@@ -416,7 +422,7 @@ func (c *IPAMConf) validateRequests() error {
 }
 
 // ExcludedPrefixes returns Exclude as prefixes.
-func (c *IPAMConf) ExcludedPrefixes() []netip.Prefix {
+func (c *Conf) ExcludedPrefixes() []netip.Prefix {
 	ps := make([]netip.Prefix, len(c.Exclude))
 	for i, e := range c.Exclude {
 		ps[i] = e.Prefix

@@ -1,4 +1,4 @@
-package config
+package ipamconf
 
 import (
 	"encoding/json"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/maclan-cni/maclan/pkg/config"
 )
 
 func TestParseIPAMConfEtcd(t *testing.T) {
@@ -14,17 +16,17 @@ func TestParseIPAMConfEtcd(t *testing.T) {
 	}
 	tests := []struct {
 		name, store string
-		want        func(t *testing.T, c *IPAMConf)
+		want        func(t *testing.T, c *Conf)
 		wantErr     string
 	}{
-		{name: "defaults", store: `{"type":"etcd","endpoints":["http://127.0.0.1:2379"]}`, want: func(t *testing.T, c *IPAMConf) {
-			e := c.Store.IPAMEtcdConf
-			if c.Store.Type != "etcd" || e.Prefix != "/maclan" || time.Duration(e.DialTimeout) != 2*time.Second || time.Duration(e.RequestTimeout) != 5*time.Second || c.Store.Dir != DefaultIPAMDataDir || e.TLS != nil {
+		{name: "defaults", store: `{"type":"etcd","endpoints":["http://127.0.0.1:2379"]}`, want: func(t *testing.T, c *Conf) {
+			e := c.Store.EtcdConf
+			if c.Store.Type != "etcd" || e.Prefix != "/maclan" || time.Duration(e.DialTimeout) != 2*time.Second || time.Duration(e.RequestTimeout) != 5*time.Second || c.Store.Dir != DefaultDataDir || e.TLS != nil {
 				t.Errorf("got %+v", c.Store)
 			}
 		}},
-		{name: "every field", store: `{"type":"etcd","endpoints":["https://a:2379","https://b:2379"],"prefix":"/lan/prod","dialTimeout":"500ms","dir":"/run/maclan","tls":{"ca":"/etc/ca.pem","cert":"/etc/c.pem","key":"/etc/k.pem"}}`, want: func(t *testing.T, c *IPAMConf) {
-			e := c.Store.IPAMEtcdConf
+		{name: "every field", store: `{"type":"etcd","endpoints":["https://a:2379","https://b:2379"],"prefix":"/lan/prod","dialTimeout":"500ms","dir":"/run/maclan","tls":{"ca":"/etc/ca.pem","cert":"/etc/c.pem","key":"/etc/k.pem"}}`, want: func(t *testing.T, c *Conf) {
+			e := c.Store.EtcdConf
 			if len(e.Endpoints) != 2 || e.Prefix != "/lan/prod" || time.Duration(e.DialTimeout) != 500*time.Millisecond || c.Store.Dir != "/run/maclan" || e.TLS.Key != "/etc/k.pem" {
 				t.Errorf("got %+v tls %+v", c.Store, e.TLS)
 			}
@@ -48,12 +50,12 @@ func TestParseIPAMConfEtcd(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := ParseIPAMConf([]byte(conf(tt.store)), "")
+			c, err := Parse([]byte(conf(tt.store)), "")
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
 				}
-				if !errors.Is(err, ErrInvalid) {
+				if !errors.Is(err, config.ErrInvalid) {
 					t.Errorf("got %v, want it to wrap ErrInvalid", err)
 				}
 				return
@@ -81,8 +83,8 @@ func TestEtcdEndpointCredentials(t *testing.T) {
 		"http://maclan:s3cret%zz@a:2379", // unparsable
 	} {
 		conf := ipamNet("1.1.0", `{"store":{"type":"etcd","endpoints":["http://b:2379",`+strconvQuote(ep)+`]},"ranges":[[{"subnet":"10.1.0.0/24"}]]}`, "")
-		_, err := ParseIPAMConf([]byte(conf), "")
-		if err == nil || !errors.Is(err, ErrInvalid) {
+		_, err := Parse([]byte(conf), "")
+		if err == nil || !errors.Is(err, config.ErrInvalid) {
 			t.Errorf("endpoint %q: got %v, want ErrInvalid", ep, err)
 			continue
 		}

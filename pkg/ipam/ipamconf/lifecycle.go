@@ -1,4 +1,4 @@
-package config
+package ipamconf
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/maclan-cni/maclan/pkg/config"
 )
 
 // Defaults of the lease lifecycle fields (docs/ipam.md, "Lease lifecycle").
@@ -23,15 +25,15 @@ const (
 
 // Reclaim reports whether leases of an earlier boot are released by the
 // first call after a boot (reclaimAfterReboot, default true).
-func (c *IPAMConf) Reclaim() bool { return c.ReclaimAfterReboot == nil || *c.ReclaimAfterReboot }
+func (c *Conf) Reclaim() bool { return c.ReclaimAfterReboot == nil || *c.ReclaimAfterReboot }
 
-func (c *IPAMConf) lifecycleDefaults() error {
+func (c *Conf) lifecycleDefaults() error {
 	if c.StaleAfter == 0 {
-		c.StaleAfter = IPAMDuration(DefaultStaleAfter)
+		c.StaleAfter = Duration(DefaultStaleAfter)
 	}
 	for _, f := range []struct {
 		name string
-		d    IPAMDuration
+		d    Duration
 	}{{"ipam.staleAfter", c.StaleAfter}, {"ipam.stickyFor", c.StickyFor}} {
 		if d := time.Duration(f.d); d < 0 || d > maxLifecycleAge {
 			return invalid("%s %s is outside [0, %s]", f.name, d, maxLifecycleAge)
@@ -44,8 +46,8 @@ func (c *IPAMConf) lifecycleDefaults() error {
 // source wins: args.cni.workload; kubelet's K8S_POD_NAMESPACE and
 // K8S_POD_NAME in CNI_ARGS (sent by containerd and CRI-O), with
 // K8S_POD_UID; the Mesos isolator's network_info name and labels.
-func (c *IPAMConf) collectWorkload(env *ipamEnvelope, cniArgs string) error {
-	args, err := ParseCNIArgs(cniArgs)
+func (c *Conf) collectWorkload(env *envelope, cniArgs string) error {
+	args, err := config.ParseCNIArgs(cniArgs)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,12 @@
-package config
+package ipamconf
 
 import (
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/maclan-cni/maclan/pkg/config"
 )
 
 // TestConflictLifetime: ipam.conflictLifetime defaults to ten minutes, takes
@@ -33,14 +35,14 @@ func TestConflictLifetime(t *testing.T) {
 			stdin := []byte(ipamNet("1.0.0", `{"type":"maclan-ipam",`+tt.field+ranges+`}`, `"conflictDetection":true,`))
 			for _, parse := range []struct {
 				name string
-				fn   func() (*IPAMConf, error)
+				fn   func() (*Conf, error)
 			}{
-				{"ParseIPAMConf", func() (*IPAMConf, error) { return ParseIPAMConf(stdin, "") }},
-				{"DecodeIPAMConf", func() (*IPAMConf, error) { return DecodeIPAMConf(stdin) }},
+				{"Parse", func() (*Conf, error) { return Parse(stdin, "") }},
+				{"Decode", func() (*Conf, error) { return Decode(stdin) }},
 			} {
 				c, err := parse.fn()
 				if tt.wantErr != "" {
-					if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, ErrInvalid) {
+					if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, config.ErrInvalid) {
 						t.Errorf("%s: got %v, want an ErrInvalid containing %q", parse.name, err, tt.wantErr)
 					}
 					continue

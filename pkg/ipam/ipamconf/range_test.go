@@ -1,4 +1,4 @@
-package config
+package ipamconf
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
 )
 
@@ -39,8 +40,8 @@ func TestParseIPAMConfOverlapMessages(t *testing.T) {
 			"ipam.ranges[0]: range 1 (fd00::/64) is not of the same address family as range 0 (10.1.0.0/24)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseIPAMConf([]byte(ipamNet("1.0.0", `{"ranges":`+tt.ranges+`}`, "")), "")
-			if err == nil || !errors.Is(err, ErrInvalid) || err.Error() != tt.want+": "+ErrInvalid.Error() {
+			_, err := Parse([]byte(ipamNet("1.0.0", `{"ranges":`+tt.ranges+`}`, "")), "")
+			if err == nil || !errors.Is(err, config.ErrInvalid) || err.Error() != tt.want+": "+config.ErrInvalid.Error() {
 				t.Errorf("got %v, want %q", err, tt.want)
 			}
 		})
@@ -88,7 +89,7 @@ func TestCanonicalizeSetsMatchesPairwise(t *testing.T) {
 // request, kept with its first source.
 func TestRepeatedRequestsAreOne(t *testing.T) {
 	ips := strings.Repeat(`"10.1.0.5",`, 1000) + `"10.1.0.5/24"`
-	c, err := ParseIPAMConf([]byte(ipamNet("1.0.0", `{"ranges":[[{"subnet":"10.1.0.0/24"}]]}`,
+	c, err := Parse([]byte(ipamNet("1.0.0", `{"ranges":[[{"subnet":"10.1.0.0/24"}]]}`,
 		`"runtimeConfig":{"ips":[`+ips+`]},"args":{"cni":{"ips":["10.1.0.5"]}},`)), "IP=10.1.0.5,10.1.0.5")
 	if err != nil {
 		t.Fatal(err)

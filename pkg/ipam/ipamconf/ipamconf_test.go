@@ -1,4 +1,4 @@
-package config
+package ipamconf
 
 import (
 	"errors"
@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
 // ipamNet wraps an ipam object in a net conf as the main plugin passes it,
@@ -20,12 +23,12 @@ func TestParseIPAMConf(t *testing.T) {
 		stdin   string
 		args    string
 		wantErr string // substring; "" = success
-		check   func(t *testing.T, c *IPAMConf)
+		check   func(t *testing.T, c *Conf)
 	}{
 		{
 			name:  "host-local ranges with defaults",
 			stdin: ipamNet("1.0.0", `{"type":"maclan-ipam","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd00::/64"}]]}`, ""),
-			check: func(t *testing.T, c *IPAMConf) {
+			check: func(t *testing.T, c *Conf) {
 				if len(c.Ranges) != 2 {
 					t.Fatalf("got %d range sets, want 2", len(c.Ranges))
 				}
@@ -36,10 +39,10 @@ func TestParseIPAMConf(t *testing.T) {
 				if r6 := c.Ranges[1][0]; r6.RangeEnd.String() != "fd00::ffff:ffff:ffff:ffff" {
 					t.Errorf("v6 rangeEnd: got %s", r6.RangeEnd)
 				}
-				if c.Name != "net1" || c.Store.Type != "disk" || c.Store.Dir != DefaultIPAMDataDir {
+				if c.Name != "net1" || c.Store.Type != "disk" || c.Store.Dir != DefaultDataDir {
 					t.Errorf("got name %q store %+v", c.Name, c.Store)
 				}
-				if time.Duration(c.LockTimeout) != DefaultIPAMLockTimeout {
+				if time.Duration(c.LockTimeout) != store.DefaultLockTimeout {
 					t.Errorf("lockTimeout: got %v", time.Duration(c.LockTimeout))
 				}
 			},
@@ -47,7 +50,7 @@ func TestParseIPAMConf(t *testing.T) {
 		{
 			name:  "legacy single range comes first",
 			stdin: ipamNet("0.3.1", `{"type":"maclan-ipam","subnet":"10.2.0.0/16","rangeStart":"10.2.1.0","rangeEnd":"10.2.1.99","gateway":"10.2.0.254","ranges":[[{"subnet":"10.3.0.0/24"}]]}`, ""),
-			check: func(t *testing.T, c *IPAMConf) {
+			check: func(t *testing.T, c *Conf) {
 				if len(c.Ranges) != 2 || c.Ranges[0][0].Subnet.String() != "10.2.0.0/16" || c.Ranges[0][0].Gateway.String() != "10.2.0.254" {
 					t.Errorf("got %+v", c.Ranges)
 				}
@@ -56,7 +59,7 @@ func TestParseIPAMConf(t *testing.T) {
 		{
 			name:  "dataDir, routes, resolvConf, exclude, lockTimeout",
 			stdin: ipamNet("1.1.0", `{"type":"maclan-ipam","dataDir":"/run/x","resolvConf":"/etc/resolv.conf","routes":[{"dst":"0.0.0.0/0"},{"dst":"192.168.0.0/16","gw":"10.1.0.254"}],"exclude":["10.1.0.7","10.1.0.32/28"],"lockTimeout":"3s","ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""),
-			check: func(t *testing.T, c *IPAMConf) {
+			check: func(t *testing.T, c *Conf) {
 				if c.Store.Dir != "/run/x" || len(c.Routes) != 2 || time.Duration(c.LockTimeout) != 3*time.Second {
 					t.Errorf("got dir %q routes %d timeout %v", c.Store.Dir, len(c.Routes), time.Duration(c.LockTimeout))
 				}
@@ -69,7 +72,7 @@ func TestParseIPAMConf(t *testing.T) {
 		{
 			name:  "store object",
 			stdin: ipamNet("1.0.0", `{"type":"maclan-ipam","store":{"type":"disk","dir":"/srv/ipam"},"lockTimeout":2,"ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""),
-			check: func(t *testing.T, c *IPAMConf) {
+			check: func(t *testing.T, c *Conf) {
 				if c.Store.Dir != "/srv/ipam" || time.Duration(c.LockTimeout) != 2*time.Second {
 					t.Errorf("got %+v %v", c.Store, time.Duration(c.LockTimeout))
 				}
@@ -79,7 +82,7 @@ func TestParseIPAMConf(t *testing.T) {
 			name:  "static requests from all four sources",
 			stdin: ipamNet("1.0.0", `{"type":"maclan-ipam","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/24"}],[{"subnet":"10.3.0.0/24"}],[{"subnet":"fd00::/64"}]]}`, `"runtimeConfig":{"ips":["10.1.0.5/24"]},"args":{"cni":{"ips":["10.2.0.5"]},"org.apache.mesos":{"network_info":{"name":"n","ip_addresses":[{"ip_address":"10.3.0.5","protocol":"IPv4"},{"protocol":"IPv6"}]}}},`),
 			args:  "K8S_POD_NAME=p;K8S_POD_NAMESPACE=ns;IP=fd00::5,10.1.0.5;MAC=02:00:00:00:00:01",
-			check: func(t *testing.T, c *IPAMConf) {
+			check: func(t *testing.T, c *Conf) {
 				var got []string
 				for _, r := range c.Requested {
 					got = append(got, r.IP.String()+"@"+r.Source)
@@ -93,7 +96,7 @@ func TestParseIPAMConf(t *testing.T) {
 		{
 			name:  "runtime ipRanges capability",
 			stdin: ipamNet("1.0.0", `{"type":"maclan-ipam","ranges":[[{"subnet":"10.1.0.0/24"}]]}`, `"runtimeConfig":{"ipRanges":[[{"subnet":"10.9.0.0/24"}]]},`),
-			check: func(t *testing.T, c *IPAMConf) {
+			check: func(t *testing.T, c *Conf) {
 				if len(c.Ranges) != 2 || c.Ranges[0][0].Subnet.String() != "10.9.0.0/24" {
 					t.Errorf("got %+v", c.Ranges)
 				}
@@ -102,7 +105,7 @@ func TestParseIPAMConf(t *testing.T) {
 		{
 			name:  "GC valid-attachments and the older key",
 			stdin: ipamNet("1.1.0", `{"type":"maclan-ipam","ranges":[[{"subnet":"10.1.0.0/24"}]]}`, `"cni.dev/attachments":[{"containerID":"old","ifname":"eth0"}],`),
-			check: func(t *testing.T, c *IPAMConf) {
+			check: func(t *testing.T, c *Conf) {
 				if len(c.Attachments) != 1 || c.Attachments[0].ContainerID != "old" {
 					t.Errorf("got %+v", c.Attachments)
 				}
@@ -111,7 +114,7 @@ func TestParseIPAMConf(t *testing.T) {
 		{
 			name:  "GC empty list is not an absent list",
 			stdin: ipamNet("1.1.0", `{"type":"maclan-ipam","ranges":[[{"subnet":"10.1.0.0/24"}]]}`, `"cni.dev/valid-attachments":[],`),
-			check: func(t *testing.T, c *IPAMConf) {
+			check: func(t *testing.T, c *Conf) {
 				if c.Attachments == nil {
 					t.Errorf("got nil, want an empty list")
 				}
@@ -120,7 +123,7 @@ func TestParseIPAMConf(t *testing.T) {
 		{
 			name:  "no GC list",
 			stdin: ipamNet("1.1.0", `{"type":"maclan-ipam","ranges":[[{"subnet":"10.1.0.0/24"}]]}`, ""),
-			check: func(t *testing.T, c *IPAMConf) {
+			check: func(t *testing.T, c *Conf) {
 				if c.Attachments != nil {
 					t.Errorf("got %v, want nil", c.Attachments)
 				}
@@ -156,12 +159,12 @@ func TestParseIPAMConf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := ParseIPAMConf([]byte(tt.stdin), tt.args)
+			c, err := Parse([]byte(tt.stdin), tt.args)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
 				}
-				if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrInvalidArgs) {
+				if !errors.Is(err, config.ErrInvalid) && !errors.Is(err, config.ErrInvalidArgs) {
 					t.Errorf("got %v, want it to wrap ErrInvalid or ErrInvalidArgs", err)
 				}
 				return
@@ -176,7 +179,7 @@ func TestParseIPAMConf(t *testing.T) {
 
 // DEL must work on a net conf whose ranges have become invalid.
 func TestDecodeIPAMConfIgnoresRanges(t *testing.T) {
-	c, err := DecodeIPAMConf([]byte(ipamNet("1.0.0", `{"dataDir":"/x","ranges":[[{"subnet":"10.1.0.5/24"}]]}`, "")))
+	c, err := Decode([]byte(ipamNet("1.0.0", `{"dataDir":"/x","ranges":[[{"subnet":"10.1.0.5/24"}]]}`, "")))
 	if err != nil {
 		t.Fatalf("got %v, want success", err)
 	}
@@ -189,9 +192,9 @@ func FuzzParseIPAMConf(f *testing.F) {
 	f.Add([]byte(ipamNet("1.0.0", `{"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd00::/120","rangeStart":"fd00::10"}]],"exclude":["10.1.0.5"]}`, `"runtimeConfig":{"ips":["10.1.0.9/24"]},`)), "IP=fd00::20")
 	f.Add([]byte(ipamNet("0.2.0", `{"subnet":"10.1.0.0/16","gateway":"10.1.0.1"}`, "")), "")
 	f.Fuzz(func(t *testing.T, stdin []byte, args string) {
-		c, err := ParseIPAMConf(stdin, args)
+		c, err := Parse(stdin, args)
 		if err != nil {
-			if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrInvalidArgs) {
+			if !errors.Is(err, config.ErrInvalid) && !errors.Is(err, config.ErrInvalidArgs) {
 				t.Fatalf("error %v wraps neither ErrInvalid nor ErrInvalidArgs", err)
 			}
 			return

@@ -1,54 +1,51 @@
-package config
+package ipamconf
 
 import (
 	"net/url"
 	"path/filepath"
-	"strings"
 	"time"
+
+	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
-// Defaults of the etcd store.
-const (
-	DefaultEtcdPrefix         = "/maclan"
-	DefaultEtcdDialTimeout    = 2 * time.Second
-	DefaultEtcdRequestTimeout = 5 * time.Second
-	maxEtcdTimeout            = time.Minute
-)
+// maxEtcdTimeout bounds dialTimeout and requestTimeout; their defaults are
+// store.DefaultEtcdDialTimeout and store.DefaultEtcdRequestTimeout.
+const maxEtcdTimeout = time.Minute
 
-// IPAMEtcdConf is the etcd part of the "store" object:
+// EtcdConf is the etcd part of the "store" object:
 //
 //	"store": {"type": "etcd", "endpoints": ["https://10.0.0.5:2379"],
 //	          "prefix": "/maclan", "dialTimeout": "2s", "requestTimeout": "5s",
 //	          "tls": {"ca": "/etc/maclan/ca.pem", "cert": "...", "key": "..."}}
-type IPAMEtcdConf struct {
-	Endpoints   []string     `json:"endpoints,omitempty"`
-	Prefix      string       `json:"prefix,omitempty"`
-	DialTimeout IPAMDuration `json:"dialTimeout,omitempty"`
+type EtcdConf struct {
+	Endpoints   []string `json:"endpoints,omitempty"`
+	Prefix      string   `json:"prefix,omitempty"`
+	DialTimeout Duration `json:"dialTimeout,omitempty"`
 	// RequestTimeout bounds each etcd request once connected.
-	RequestTimeout IPAMDuration `json:"requestTimeout,omitempty"`
-	TLS            *IPAMEtcdTLS `json:"tls,omitempty"`
+	RequestTimeout Duration `json:"requestTimeout,omitempty"`
+	TLS            *EtcdTLS `json:"tls,omitempty"`
 }
 
-// IPAMEtcdTLS names PEM files: the CA that signed etcd's certificate (empty:
+// EtcdTLS names PEM files: the CA that signed etcd's certificate (empty:
 // the system's roots) and the client certificate and key (both or neither).
-type IPAMEtcdTLS struct {
+type EtcdTLS struct {
 	CA   string `json:"ca"`
 	Cert string `json:"cert"`
 	Key  string `json:"key"`
 }
 
-func (e *IPAMEtcdConf) empty() bool {
+func (e *EtcdConf) empty() bool {
 	return len(e.Endpoints) == 0 && e.Prefix == "" && e.DialTimeout == 0 && e.RequestTimeout == 0 && e.TLS == nil
 }
 
 // validate applies the defaults and checks every field, naming it.
-func (e *IPAMEtcdConf) validate() error {
+func (e *EtcdConf) validate() error {
 	if len(e.Endpoints) == 0 {
 		return invalid("ipam.store.endpoints: an etcd store needs at least one endpoint")
 	}
 	secure := false
 	for i, ep := range e.Endpoints {
-		if endpointCredentials(ep) {
+		if _, _, found := store.EndpointCredentials(ep); found {
 			// Checked first, so that no other message repeats the URL.
 			return invalid("ipam.store.endpoints[%d]: the URL carries a user name or password, which would be "+
 				"repeated in logs and error messages; remove it and authenticate with a TLS client certificate (ipam.store.tls.cert, ipam.store.tls.key)", i)
@@ -63,20 +60,19 @@ func (e *IPAMEtcdConf) validate() error {
 		secure = u.Scheme == "https"
 	}
 	if e.Prefix == "" {
-		e.Prefix = DefaultEtcdPrefix
+		e.Prefix = store.DefaultEtcdPrefix
 	}
-	if !strings.HasPrefix(e.Prefix, "/") || strings.HasSuffix(e.Prefix, "/") || strings.Contains(e.Prefix, "//") ||
-		strings.IndexFunc(e.Prefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+	if store.ValidateEtcdPrefix(e.Prefix) != nil {
 		return invalid("ipam.store.prefix %q: want a key prefix such as \"/maclan\": a leading '/', no trailing '/', no empty segment or whitespace", e.Prefix)
 	}
 	for _, f := range []struct {
 		name string
-		d    *IPAMDuration
+		d    *Duration
 		def  time.Duration
-	}{{"dialTimeout", &e.DialTimeout, DefaultEtcdDialTimeout}, {"requestTimeout", &e.RequestTimeout, DefaultEtcdRequestTimeout}} {
+	}{{"dialTimeout", &e.DialTimeout, store.DefaultEtcdDialTimeout}, {"requestTimeout", &e.RequestTimeout, store.DefaultEtcdRequestTimeout}} {
 		switch d := time.Duration(*f.d); {
 		case d == 0:
-			*f.d = IPAMDuration(f.def)
+			*f.d = Duration(f.def)
 		case d < 0 || d > maxEtcdTimeout:
 			return invalid("ipam.store.%s %s is outside (0, %s]", f.name, d, maxEtcdTimeout)
 		}
@@ -99,18 +95,4 @@ func (e *IPAMEtcdConf) validate() error {
 
 // ValidateEtcd applies the defaults to an etcd store object given outside
 // a net conf (the operator tool's flags) and checks it.
-func ValidateEtcd(e *IPAMEtcdConf) error { return e.validate() }
-
-// endpointCredentials reports whether an endpoint URL has a userinfo part
-// (RFC 3986 section 3.2.1: "user:password@" before the host), whether or
-// not it parses: an '@' in the authority, the part after "scheme://" (or
-// from the start, without one) up to the first '/', '?' or '#'.
-func endpointCredentials(ep string) bool {
-	if _, rest, ok := strings.Cut(ep, "://"); ok {
-		ep = rest
-	}
-	if i := strings.IndexAny(ep, "/?#"); i >= 0 {
-		ep = ep[:i]
-	}
-	return strings.Contains(ep, "@")
-}
+func ValidateEtcd(e *EtcdConf) error { return e.validate() }
