@@ -239,6 +239,26 @@ func (l Lease) ValidateText() error {
 	return nil
 }
 
+// ForReserve checks a lease that a backend is asked to Reserve (a plain
+// address: no zone, not IPv4-mapped; a valid attachment; text that the
+// records carry back unchanged) and returns it with Created set (now, if
+// zero).
+func ForReserve(l Lease) (Lease, error) {
+	if !l.IP.IsValid() || l.IP.Zone() != "" || l.IP.Is4In6() {
+		return l, fmt.Errorf("reserve %s: not a plain unicast address", l.IP)
+	}
+	if err := ValidateAttachment(l.ContainerID, l.IfName); err != nil {
+		return l, fmt.Errorf("reserve %s: %w", l.IP, err)
+	}
+	if err := l.ValidateText(); err != nil {
+		return l, fmt.Errorf("reserve: %w", err)
+	}
+	if l.Created.IsZero() {
+		l.Created = time.Now()
+	}
+	return l, nil
+}
+
 // ValidateAttachment checks both halves of an attachment identity.
 func ValidateAttachment(containerID, ifName string) error {
 	return errors.Join(ValidateName("container ID", containerID), ValidateIfName(ifName))

@@ -313,17 +313,9 @@ func (s *Store) Reserve(_ context.Context, l store.Lease) error {
 	if err := s.requireLock("reserve"); err != nil {
 		return err
 	}
-	if !l.IP.IsValid() || l.IP.Zone() != "" || l.IP.Is4In6() {
-		return fmt.Errorf("reserve %s: not a plain unicast address", l.IP)
-	}
-	if err := store.ValidateAttachment(l.ContainerID, l.IfName); err != nil {
-		return fmt.Errorf("reserve %s: %w", l.IP, err)
-	}
-	if err := l.ValidateText(); err != nil {
-		return fmt.Errorf("reserve: %w", err)
-	}
-	if l.Created.IsZero() {
-		l.Created = time.Now()
+	l, err := store.ForReserve(l)
+	if err != nil {
+		return err
 	}
 
 	// 1. Intent: the index entry names the address before the lease exists.

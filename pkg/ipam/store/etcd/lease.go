@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -18,17 +17,9 @@ func (s *Store) Reserve(ctx context.Context, l store.Lease) error {
 	if err := s.requireLock("reserve"); err != nil {
 		return err
 	}
-	if !validAddr(l.IP) {
-		return fmt.Errorf("reserve %s: not a plain unicast address", l.IP)
-	}
-	if err := store.ValidateAttachment(l.ContainerID, l.IfName); err != nil {
-		return fmt.Errorf("reserve %s: %w", l.IP, err)
-	}
-	if err := l.ValidateText(); err != nil {
-		return fmt.Errorf("reserve: %w", err)
-	}
-	if l.Created.IsZero() {
-		l.Created = time.Now()
+	l, err := store.ForReserve(l)
+	if err != nil {
+		return err
 	}
 	id, err := s.grant(ctx)
 	if err != nil {

@@ -82,14 +82,9 @@ func (h *Handle) Reserve(_ context.Context, l store.Lease) error {
 	if err := h.need(); err != nil {
 		return err
 	}
-	if err := store.ValidateAttachment(l.ContainerID, l.IfName); err != nil {
+	l, err := store.ForReserve(l)
+	if err != nil {
 		return err
-	}
-	if err := l.ValidateText(); err != nil {
-		return err
-	}
-	if !l.IP.IsValid() {
-		return errors.New("memstore: invalid address")
 	}
 	if _, held := h.b.leases[l.IP]; held {
 		return fmt.Errorf("%s: %w", l.IP, store.ErrReserved)
