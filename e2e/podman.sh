@@ -36,27 +36,8 @@ MNTNS=$WORK/ns/mnt
 # directories of $WORK; the ones made here (as mount points) are removed.
 PRIVATE_DIRS="/var/lib/cni:cni-cache /run/netns:netns /var/lib/containers:containers /run/maclan:maclan-run"
 MADE_DIRS=()
-passed=0
-failed=0
-
-say() { printf '\n== [%3ds] %s\n' "$SECONDS" "$*"; }
-pass() { passed=$((passed + 1)); printf 'PASS  %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf 'FAIL  %s\n' "$*"; }
-# check DESCRIPTION COMMAND...: one test line.
-check() {
-	local what=$1; shift
-	if "$@"; then pass "$what"; else fail "$what"; return 1; fi
-}
-die() { fail "$*"; exit 1; }
-# poll SECONDS COMMAND...: retry until it succeeds or the deadline passes
-# (a hang guard, not a timing threshold).
-poll() {
-	local deadline=$((SECONDS + $1)); shift
-	until "$@"; do
-		[ "$SECONDS" -lt "$deadline" ] || return 1
-		sleep 0.2 # polling interval, not a synchronisation
-	done
-}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # pm runs podman in the lab host namespace and the private mount namespace.
 # The guard: the shell that becomes podman must be in the lab host network

@@ -29,28 +29,8 @@ POD=
 # state directory; the directories it makes there are removed if they were not
 # there before.
 [ -e /run/containerd ] && HAD_RUN_CONTAINERD=1 || HAD_RUN_CONTAINERD=
-passed=0
-failed=0
-
-say() { printf '\n== [%3ds] %s\n' "$SECONDS" "$*"; }
-pass() { passed=$((passed + 1)); printf 'PASS  %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf 'FAIL  %s\n' "$*"; }
-# check DESCRIPTION COMMAND...: one test line.
-check() {
-	local what=$1; shift
-	if "$@"; then pass "$what"; else fail "$what"; return 1; fi
-}
-# die: a set-up step failed; nothing after it can be tested.
-die() { fail "$*"; exit 1; }
-# poll SECONDS COMMAND...: retry until it succeeds or the deadline passes
-# (a hang guard, not a timing threshold).
-poll() {
-	local deadline=$((SECONDS + $1)); shift
-	until "$@"; do
-		[ "$SECONDS" -lt "$deadline" ] || return 1
-		sleep 0.2 # polling interval, not a synchronisation
-	done
-}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cri() { "$CRICTL" --config "$WORK/crictl.yaml" "$@"; }
 
 cleanup() {
