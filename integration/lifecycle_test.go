@@ -190,3 +190,42 @@ func cutPrefix(cidr string) (ip, bits string, ok bool) {
 	}
 	return cidr, "", false
 }
+
+// On a two-host etcd network, a host's reboot gives back its own leases of
+// the earlier boot and never the other host's.
+func TestLifecycleEtcdRebootKeepsOtherHost(t *testing.T) {
+	requireEtcd(t)
+	startLabEtcd(t)
+	a, b := hostA(t), newHostB(t)
+	e := newEtcdNet("30s")
+	as := e.attachments(t, a, 2)
+	bs := e.attachments(t, b, 1)
+	t.Setenv("MACLAN_TEST_HOST_ID", "host-a")
+	t.Setenv("MACLAN_TEST_BOOT_ID", "boot-a1")
+	as[0].add()
+	t.Setenv("MACLAN_TEST_HOST_ID", "host-b")
+	t.Setenv("MACLAN_TEST_BOOT_ID", "boot-b1")
+	bs[0].add()
+	t.Setenv("MACLAN_TEST_HOST_ID", "host-a")
+	t.Setenv("MACLAN_TEST_BOOT_ID", "boot-a2") // host A reboots
+	as[1].add()
+	for _, at := range []*etcdAttachment{as[0], bs[0], as[1]} {
+		if at.err != nil {
+			t.Fatalf("ADD %s on host %s: %v", at.ctr.name, at.h.name, at.err)
+		}
+	}
+	held := e.leases(t)
+	owners := map[string]bool{}
+	for _, ctr := range held {
+		owners[ctr] = true
+	}
+	if owners[as[0].ctr.name] {
+		t.Errorf("host A's lease of its earlier boot survived its reboot: %v", held)
+	}
+	if !owners[bs[0].ctr.name] {
+		t.Errorf("host B's lease was released by host A's reboot: %v", held)
+	}
+	if !owners[as[1].ctr.name] {
+		t.Errorf("the new ADD on host A holds no lease: %v", held)
+	}
+}
