@@ -64,6 +64,7 @@ func TestBench(t *testing.T) {
 	})
 	t.Run("trace", func(t *testing.T) { benchTrace(t, rep, benchEnvInt("MACLAN_BENCH_TRACE", 30)) })
 	t.Run("ipam", func(t *testing.T) { benchIPAM(t, rep) })
+	t.Run("cluster", func(t *testing.T) { requireEtcd(t); benchCluster(t, rep) })
 }
 
 const (

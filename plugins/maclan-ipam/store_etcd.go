@@ -61,6 +61,12 @@ func etcdOptions(sc ipamconf.StoreConf) (etcd.Options, error) {
 		if err != nil {
 			return opts, fmt.Errorf("ipam.store.tls.cert/key: %w", errors.Join(config.ErrInvalid, err))
 		}
+		// etcd refuses a certificate outside its validity (RFC 5280 section
+		// 4.1.2.5) with a bare TLS alert; say which and why here.
+		if now := time.Now(); now.After(cert.Leaf.NotAfter) || now.Before(cert.Leaf.NotBefore) {
+			return opts, fmt.Errorf("ipam.store.tls.cert %s: expired or not yet valid (valid from %s to %s): %w",
+				sc.TLS.Cert, cert.Leaf.NotBefore.UTC().Format(time.RFC3339), cert.Leaf.NotAfter.UTC().Format(time.RFC3339), config.ErrInvalid)
+		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	opts.TLS = tc

@@ -119,7 +119,7 @@ func New(network string, opts Options) (*Store, error) {
 	cli, err := dial(opts)
 	if err != nil {
 		_ = f.Close() // the dial error is the one to report
-		return nil, s.unavailable(fmt.Sprintf("connect within %s", opts.DialTimeout), err)
+		return nil, s.unavailable(fmt.Sprintf("connect within %s%s", opts.DialTimeout, dialHint(err, opts.TLS != nil)), err)
 	}
 	s.cli = cli
 	return s, nil

@@ -3,6 +3,7 @@ package etcd
 import (
 	"crypto/tls"
 	"log/slog"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -46,14 +47,36 @@ type Options struct {
 // an unreachable etcd is reported at once and in one place.
 func dial(opts Options) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
-		Endpoints:            opts.Endpoints,
-		TLS:                  opts.TLS,
-		DialTimeout:          opts.DialTimeout,
-		DialOptions:          []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // the etcd client dials with DialContext
+		Endpoints:   opts.Endpoints,
+		TLS:         opts.TLS,
+		DialTimeout: opts.DialTimeout,
+		// Blocking, and returning the last connection error rather than
+		// only "deadline exceeded": a TLS handshake that etcd refuses (or
+		// whose certificate the client refuses) is then named.
+		DialOptions:          []grpc.DialOption{grpc.WithReturnConnectionError()}, //nolint:staticcheck // the etcd client dials with DialContext
 		Logger:               zap.NewNop(),
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: opts.DialTimeout,
 	})
+}
+
+// dialHint names the likely cause of a failed dial, from the text gRPC
+// gives (its error types are internal): a TLS handshake failure, or etcd
+// closing the connection at once, which is how etcd refuses a client
+// certificate under TLS 1.3 (the client learns of it only on its first
+// write) and how a TLS listener answers a plain-text client.
+func dialHint(err error, secure bool) string {
+	msg := err.Error()
+	closed := strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset by peer") || strings.Contains(msg, "server preface: EOF")
+	switch {
+	case strings.Contains(msg, "handshake failed") || strings.Contains(msg, "x509: ") || strings.Contains(msg, "tls: "):
+		return " (TLS handshake failed: check the CA, client certificate and key against etcd's)"
+	case closed && secure:
+		return " (etcd closed the connection, as it does when it refuses the client certificate: check the client certificate and key)"
+	case closed:
+		return " (etcd closed the connection, as a TLS listener does to plain HTTP: if etcd serves TLS, use https:// endpoints and a TLS configuration)"
+	}
+	return ""
 }
 
 func setDefault(d *time.Duration, def time.Duration) {

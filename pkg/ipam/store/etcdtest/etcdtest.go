@@ -1,8 +1,10 @@
-// Package etcdtest starts a real, single-member etcd server for tests: the
-// `etcd` binary found on PATH (Debian's etcd-server package), listening on
-// loopback ports with a temporary data directory. The server is stopped and
-// its directory removed when the test ends, and it dies with the test
-// binary if that is killed.
+// Package etcdtest starts real etcd servers for tests: the `etcd` binary
+// found on PATH (Debian's etcd-server package), by default one member
+// listening on loopback ports with a temporary data directory; StartCluster
+// starts several members together, and NewPKI makes the certificates of a
+// cluster that speaks TLS to clients and peers. A server is stopped and its
+// directory removed when the test ends, and it dies with the test binary if
+// that is killed.
 package etcdtest
 
 import (
@@ -50,6 +52,35 @@ type Options struct {
 	// test cannot connect, and then it must run a probe from there. Nil
 	// uses an HTTP GET of /health from the test process.
 	Health func(clientURL string) error
+
+	// Name is the member's name (default "test"); InitialCluster is
+	// etcd's --initial-cluster (default: this member alone). StartCluster
+	// sets both.
+	Name, InitialCluster string
+	// TLS, if set, makes the member speak TLS to clients and peers and
+	// require a client certificate signed by TLS.CA from both.
+	TLS *ServerTLS
+	// MetricsAddr, if set, is host:port of a plain-HTTP listener for
+	// /metrics and /health (--listen-metrics-urls), which needs no client
+	// certificate.
+	MetricsAddr string
+	// DataDir, if set, is the member's data directory (a small tmpfs, for
+	// example); default a new temporary directory.
+	DataDir string
+}
+
+// ServerTLS names the PEM files of a member: its certificate and key (used
+// for both its client and its peer listener) and the CA that client and
+// peer certificates must be signed by.
+type ServerTLS struct {
+	CA, Cert, Key string
+}
+
+func (o *Options) scheme() string {
+	if o.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // Server is a running (or stopped) etcd.
@@ -61,6 +92,7 @@ type Server struct {
 	mu    sync.Mutex
 	cmd   *exec.Cmd
 	waitc chan error    // receives the exit of cmd
+	gone  chan struct{} // closed when cmd has exited
 	out   *bytes.Buffer // the server's own log, shown when a test fails
 }
 
@@ -70,6 +102,17 @@ const startTimeout = 30 * time.Second
 
 // Start starts a server for t, or skips t if no etcd binary is installed.
 func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s := newServer(t, opts)
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newServer checks opts, fills in the defaults and registers the cleanup,
+// without starting anything.
+func newServer(t testing.TB, opts Options) *Server {
 	t.Helper()
 	if Binary() == "" {
 		t.Skip("no etcd binary found (install Debian's etcd-server, or set MACLAN_ETCD_BIN); skipping the etcd store tests")
@@ -84,7 +127,16 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 		opts.ClientAddr, opts.PeerAddr = ports[0], ports[1]
 	}
-	s := &Server{t: t, opts: opts, dataDir: t.TempDir()}
+	if opts.Name == "" {
+		opts.Name = "test"
+	}
+	if opts.InitialCluster == "" {
+		opts.InitialCluster = opts.Name + "=" + opts.scheme() + "://" + opts.PeerAddr
+	}
+	s := &Server{t: t, opts: opts, dataDir: opts.DataDir}
+	if s.dataDir == "" {
+		s.dataDir = t.TempDir()
+	}
 	if err := os.Chmod(s.dataDir, 0o700); err != nil { // etcd warns about anything wider
 		t.Fatal(err)
 	}
@@ -92,18 +144,29 @@ func Start(t testing.TB, opts Options) *Server {
 		s.Stop()
 		if t.Failed() {
 			s.mu.Lock()
-			t.Logf("etcd log:\n%s", s.out.String())
+			t.Logf("etcd %s log:\n%s", s.opts.Name, s.out.String())
 			s.mu.Unlock()
 		}
 	})
-	if err := s.start(); err != nil {
-		t.Fatal(err)
-	}
 	return s
 }
 
-// Endpoint is the client URL, http://host:port.
-func (s *Server) Endpoint() string { return "http://" + s.opts.ClientAddr }
+// Endpoint is the client URL, http://host:port or https://host:port.
+func (s *Server) Endpoint() string { return s.opts.scheme() + "://" + s.opts.ClientAddr }
+
+// Name is the member's name.
+func (s *Server) Name() string { return s.opts.Name }
+
+// MetricsURL is the plain-HTTP metrics URL, "" without Options.MetricsAddr.
+func (s *Server) MetricsURL() string {
+	if s.opts.MetricsAddr == "" {
+		return ""
+	}
+	return "http://" + s.opts.MetricsAddr
+}
+
+// DataDir is the member's data directory.
+func (s *Server) DataDir() string { return s.dataDir }
 
 // freePorts returns n distinct loopback addresses with ports that were free
 // a moment ago. A port taken in between makes start fail with a clear log.
@@ -127,23 +190,45 @@ func freePorts(n int) ([]string, error) {
 }
 
 func (s *Server) start() error {
+	if err := s.launch(); err != nil {
+		return err
+	}
+	return s.waitHealthy()
+}
+
+// args is the member's command line, without Wrap.
+func (s *Server) args() []string {
+	client, peer := s.Endpoint(), s.opts.scheme()+"://"+s.opts.PeerAddr
+	args := []string{
+		Binary(),
+		"--name", s.opts.Name,
+		"--data-dir", s.dataDir,
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", s.opts.InitialCluster,
+		"--initial-cluster-state", "new", // ignored once the data directory holds a member
+		"--logger", "zap", "--log-level", "warn",
+	}
+	if c := s.opts.TLS; c != nil {
+		args = append(args,
+			"--cert-file", c.Cert, "--key-file", c.Key, "--trusted-ca-file", c.CA, "--client-cert-auth",
+			"--peer-cert-file", c.Cert, "--peer-key-file", c.Key, "--peer-trusted-ca-file", c.CA, "--peer-client-cert-auth")
+	}
+	if s.opts.MetricsAddr != "" {
+		args = append(args, "--listen-metrics-urls", s.MetricsURL())
+	}
+	return append(args, s.opts.Args...)
+}
+
+// launch starts the process without waiting for it to answer: the members
+// of a new cluster answer only once enough of them run.
+func (s *Server) launch() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {
 		return errors.New("etcdtest: already running")
 	}
-	client, peer := "http://"+s.opts.ClientAddr, "http://"+s.opts.PeerAddr
-	args := []string{
-		Binary(),
-		"--name", "test",
-		"--data-dir", s.dataDir,
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "test=" + peer,
-		"--initial-cluster-state", "new",
-		"--logger", "zap", "--log-level", "warn",
-	}
-	args = append(args, s.opts.Args...)
+	args := s.args()
 	args = append(append([]string{}, s.opts.Wrap...), args...)
 	cmd := exec.Command(args[0], args[1:]...)
 	if s.out == nil {
@@ -156,14 +241,30 @@ func (s *Server) start() error {
 		return fmt.Errorf("etcdtest: start %s: %w", strings.Join(args, " "), err)
 	}
 	s.cmd = cmd
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited, gone := make(chan error, 1), make(chan struct{})
+	go func() {
+		exited <- cmd.Wait()
+		close(gone)
+	}()
+	s.waitc, s.gone = exited, gone
+	return nil
+}
+
+// waitHealthy polls the health probe until it passes, the process exits or
+// startTimeout passes.
+func (s *Server) waitHealthy() error {
 	health := s.opts.Health
 	if health == nil {
 		health = httpHealth
 	}
+	client := s.Endpoint()
 	deadline := time.Now().Add(startTimeout)
-	s.waitc = exited
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exited := s.waitc
+	if exited == nil {
+		return errors.New("etcdtest: not running")
+	}
 	for {
 		s.mu.Unlock()
 		err := health(client)
@@ -174,7 +275,7 @@ func (s *Server) start() error {
 		select {
 		case werr := <-exited:
 			s.cmd, s.waitc = nil, nil
-			return fmt.Errorf("etcdtest: etcd exited before answering: %v\n%s", werr, s.out.String())
+			return fmt.Errorf("etcdtest: etcd %s exited before answering: %v\n%s", s.opts.Name, werr, s.out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
