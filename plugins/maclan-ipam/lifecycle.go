@@ -44,10 +44,21 @@ func (lc lifecycle) options(conf *ipamconf.Conf, log *slog.Logger) allocator.Opt
 			Host: lc.id.Host, Boot: lc.id.Boot, Netns: lc.netns,
 			Workload: conf.Workload, WorkloadUID: conf.WorkloadUID,
 		},
+		// Hosts sharing an etcd store spread out (allocator/spread.go).
+		Spread:     spreadID(conf, lc.id),
 		StickyFor:  time.Duration(conf.StickyFor),
 		StaleAfter: time.Duration(conf.StaleAfter),
 		NetnsGone:  holder.NetnsGone,
 	}
+}
+
+// spreadID is what spreads a host's allocations on a store that many hosts
+// share (etcd): its identity. The directory store is one host's: none.
+func spreadID(conf *ipamconf.Conf, id holder.Identity) string {
+	if conf.Store.Type != "etcd" {
+		return ""
+	}
+	return id.Host
 }
 
 // allocator is the allocator of conf for this call.

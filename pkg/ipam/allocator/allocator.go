@@ -52,6 +52,12 @@ type Options struct {
 	// unset: never.
 	StaleAfter time.Duration
 	NetnsGone  func(path string) (bool, error)
+
+	// Spread, when set (to the host's identity), gives the host a cursor
+	// of its own and a first walk that starts where the identity says, so
+	// that hosts sharing a store do not race for the same addresses
+	// (spread.go). Empty: one shared cursor, walks from the range start.
+	Spread string
 }
 
 // Allocator hands out addresses from range sets kept in a store.
@@ -214,12 +220,16 @@ type segment struct {
 // the cursor to the end of the set, then from its start up to the cursor.
 func (a *Allocator) walk(ctx context.Context, i int) ([]segment, error) {
 	set := a.sets[i]
-	cur, err := a.st.Cursor(ctx, setName(i))
+	cur, err := a.st.Cursor(ctx, a.cursorName(i))
 	if err != nil {
 		return nil, err
 	}
 	ri := -1
 	if cur.IsValid() {
+		ri = set.RangeFor(cur)
+	}
+	if ri < 0 && a.opts.Spread != "" {
+		cur = a.spreadStart(set) // spread.go
 		ri = set.RangeFor(cur)
 	}
 	if ri < 0 {
@@ -328,7 +338,7 @@ func (a *Allocator) reserveNext(ctx context.Context, i int, containerID, ifName 
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	if err := a.st.SetCursor(ctx, setName(i), got); err != nil {
+	if err := a.st.SetCursor(ctx, a.cursorName(i), got); err != nil {
 		// The ADD fails (a full disk, say): it must not keep the address.
 		if rerr := a.st.Release(ctx, got); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("release %s: %w", got, rerr))
