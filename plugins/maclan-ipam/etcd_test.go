@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -31,15 +32,19 @@ func TestEtcdStore(t *testing.T) {
 	if again := ok(t, call{cmd: "ADD", id: "c1", conf: conf}); again != first {
 		t.Errorf("repeated ADD = %s, want %s", again, first)
 	}
-	if !strings.Contains(first, "10.1.0.2/24") || !strings.Contains(first, "fd00::2/64") {
-		t.Errorf("ADD = %s, want 10.1.0.2 and fd00::2", first)
+	// Hosts sharing an etcd network start at an offset of their own
+	// (allocator/spread.go): any address of the ranges will do.
+	got := resultIPs(t, first)
+	if len(got) != 2 || !inPrefix(got[0], "10.1.0.0/24") || !inPrefix(got[1], "fd00::/64") {
+		t.Fatalf("ADD = %s, want one address of 10.1.0.0/24 and one of fd00::/64", first)
 	}
+	ip4, _, _ := strings.Cut(got[0], "/")
 	ok(t, call{cmd: "CHECK", id: "c1", conf: conf})
 	ok(t, call{cmd: "STATUS", conf: conf})
 
 	etcdFlags := []string{"--data-dir", dir, "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/cli"}
 	out, code := runCLIBinary(t, append([]string{"ls", "-o", "json"}, etcdFlags...)...)
-	if code != 0 || !strings.Contains(out, `"ip": "10.1.0.2"`) || !strings.Contains(out, `"network": "net1"`) {
+	if code != 0 || !strings.Contains(out, `"ip": "`+ip4+`"`) || !strings.Contains(out, `"network": "net1"`) {
 		t.Errorf("ls on etcd: exit %d\n%s", code, out)
 	}
 	out, code = runCLIBinary(t, append([]string{"fsck"}, etcdFlags...)...)
@@ -49,7 +54,7 @@ func TestEtcdStore(t *testing.T) {
 	ok(t, call{cmd: "DEL", id: "c1", conf: conf})
 	ok(t, call{cmd: "DEL", id: "c1", conf: conf})
 	out, _ = runCLIBinary(t, append([]string{"ls"}, etcdFlags...)...)
-	if strings.Contains(out, "10.1.0.2") {
+	if strings.Contains(out, ip4+" ") {
 		t.Errorf("ls after DEL still shows the lease:\n%s", out)
 	}
 
@@ -140,8 +145,8 @@ func TestEtcdStrayKeysCLI(t *testing.T) {
 	}
 	dir := t.TempDir()
 	conf := etcdConf(dir, srv.Endpoint(), "/stray")
-	if got := resultIPs(t, ok(t, call{cmd: "ADD", id: "c1", conf: conf})); !slices.Equal(got, []string{"10.1.0.2/24", "fd00::2/64"}) {
-		t.Errorf("ADD beside stray keys = %v, want 10.1.0.2 and fd00::2", got)
+	if got := resultIPs(t, ok(t, call{cmd: "ADD", id: "c1", conf: conf})); len(got) != 2 || !inPrefix(got[0], "10.1.0.0/24") || !inPrefix(got[1], "fd00::/64") {
+		t.Errorf("ADD beside stray keys = %v, want one address of each range", got)
 	}
 	etcdFlags := []string{"--data-dir", dir, "--etcd-endpoints", srv.Endpoint(), "--etcd-prefix", "/stray"}
 	out, code := runCLIBinary(t, append([]string{"fsck", "--repair"}, etcdFlags...)...)
@@ -183,4 +188,10 @@ func TestEtcdManyRangeSets(t *testing.T) {
 	if code != 0 || strings.Contains(out, "10.") {
 		t.Errorf("ls after DEL: exit %d, want no lease\n%s", code, out)
 	}
+}
+
+// inPrefix reports whether the CIDR address a lies in prefix p.
+func inPrefix(a, p string) bool {
+	ip, err := netip.ParsePrefix(a)
+	return err == nil && netip.MustParsePrefix(p).Contains(ip.Addr())
 }

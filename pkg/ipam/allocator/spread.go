@@ -42,7 +42,9 @@ func (a *Allocator) spreadHash() uint32 {
 func (a *Allocator) spreadStart(set iprange.RangeSet) netip.Addr {
 	h := uint64(a.spreadHash())
 	rg := set[int(h%uint64(len(set)))]
-	size := rangeSize(rg)
+	// Within the first 65,536 addresses of the range: far enough apart for
+	// any LAN's hosts, and an IPv6 /64 keeps short addresses (fd00::1a2b).
+	size := min(rangeSize(rg), 1<<16)
 	if size == 0 {
 		return rg.RangeStart
 	}
