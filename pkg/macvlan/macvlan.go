@@ -101,6 +101,13 @@ func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS boo
 	}
 	mv := &netlink.Macvlan{LinkAttrs: attrs, Mode: spec.Mode.kernel(), BCQueueLen: spec.BCQueueLen}
 	if err := masterH.LinkAdd(mv); err != nil {
+		if errors.Is(err, syscall.EEXIST) {
+			// The temporary name is the ifname's own: another ADD of this
+			// attachment is making its link right now (or one was killed
+			// between create and rename, which DEL cleans up).
+			return nil, fmt.Errorf("%w: a link named %s, the temporary name of %q, already exists in the container: %w",
+				ErrNameTaken, tmpName, spec.IfName, err)
+		}
 		return nil, createError(err, masterName, spec.Mode)
 	}
 

@@ -113,3 +113,22 @@ func TestModeString(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// TestCreateTempNameTaken: a link already under the temporary name (an ADD
+// of the same attachment making its link right now) is ErrNameTaken too,
+// so that the plugin does not give back the lease the other ADD holds; the
+// other ADD's link is left alone.
+func TestCreateTempNameTaken(t *testing.T) {
+	netnstest.RequireRoot(t)
+	host, cont := netnstest.NewNS(t), netnstest.NewNS(t)
+	master := netnstest.Veth(t, host, "m0")
+	hostH, contH := netnstest.Handle(t, host), netnstest.Handle(t, cont)
+	netnstest.Veth(t, cont, TempName("eth0"))
+	_, err := Create(hostH, contH, netns.NsHandle(cont.Fd()), false, Spec{Master: master, IfName: "eth0"})
+	if !errors.Is(err, ErrNameTaken) {
+		t.Errorf("got %v, want ErrNameTaken", err)
+	}
+	if _, err := contH.LinkByName(TempName("eth0")); err != nil {
+		t.Errorf("the other link under %s was removed: %v", TempName("eth0"), err)
+	}
+}

@@ -140,7 +140,7 @@ func prevResultIPs(stdin []byte) (map[netip.Addr]bool, error) {
 
 // gc releases the leases of every attachment the runtime no longer lists.
 // Without a list it releases nothing: an absent list is not an empty one.
-func gc(ctx context.Context, conf *ipamconf.Conf, st store.Store, log *slog.Logger) error {
+func gc(ctx context.Context, conf *ipamconf.Conf, st store.Store, lc lifecycle, log *slog.Logger) error {
 	if conf.Attachments == nil {
 		log.Warn("GC: the config has no cni.dev/valid-attachments (nor cni.dev/attachments); releasing nothing")
 		return nil
@@ -149,7 +149,15 @@ func gc(ctx context.Context, conf *ipamconf.Conf, st store.Store, log *slog.Logg
 	for _, a := range conf.Attachments {
 		valid = append(valid, allocator.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	gone, err := allocator.New(st, nil, lifecycle{}.options(conf, log)).GC(ctx, valid)
+	opts := lc.options(conf, log)
+	if conf.Store.Type == "etcd" {
+		if lc.idErr != nil || lc.id.Host == "" {
+			log.Warn("GC: cannot tell this host; on a shared (etcd) store it releases nothing", "err", lc.idErr)
+			return nil
+		}
+		opts.GCHost = lc.id.Host // only this host's containers: the runtime lists only those
+	}
+	gone, err := allocator.New(st, nil, opts).GC(ctx, valid)
 	if len(gone) > 0 {
 		log.Info("GC released leases of attachments the runtime no longer lists", "leases", len(gone))
 	}

@@ -48,6 +48,7 @@ func (lc lifecycle) options(conf *ipamconf.Conf, log *slog.Logger) allocator.Opt
 		Spread:     spreadID(conf, lc.id),
 		StickyFor:  time.Duration(conf.StickyFor),
 		StaleAfter: time.Duration(conf.StaleAfter),
+		BootTime:   lc.id.BootTime,
 		NetnsGone:  holder.NetnsGone,
 	}
 }
@@ -83,6 +84,12 @@ func (lc lifecycle) sweepAfterBoot(ctx context.Context, conf *ipamconf.Conf, st 
 	}
 	if lc.idErr != nil {
 		log.Warn("cannot tell this host's boot; leases of earlier boots are kept", "err", lc.idErr)
+		return
+	}
+	if conf.Store.Type == "etcd" && !lc.id.MachineID {
+		// Hosts share the store: a hostname may not be unique, and the
+		// sweep would take other hosts' leases for this one's.
+		log.Warn("no /etc/machine-id: on a shared (etcd) store leases of earlier boots are kept; give the host a machine-id")
 		return
 	}
 	marker := bootMarker(conf)

@@ -163,8 +163,9 @@ func cmdGC(args *skel.CmdArgs, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return withStore(conf, newLifecycle(args.Netns), log, func(st pluginStore) error {
-		return gc(context.Background(), conf, st, log)
+	lc := newLifecycle(args.Netns)
+	return withStore(conf, lc, log, func(st pluginStore) error {
+		return gc(context.Background(), conf, st, lc, log)
 	})
 }
 

@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"os"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/maclan-cni/maclan/pkg/config"
+	"github.com/maclan-cni/maclan/pkg/ipam/holder"
 	"github.com/maclan-cni/maclan/pkg/shim"
 )
 
@@ -39,7 +41,7 @@ func newShim(h netlinksafe.Handle, conf *config.NetConf, master string, stdin []
 	if err != nil {
 		return nil, err
 	}
-	id, ifName := shimAttachment(master)
+	id, ifName := shimAttachment(master, shimHostTag(stdin))
 	lease := shimLease{Plugin: conf.IPAM.Type, ContainerID: id, IfName: ifName, Conf: ipamConf}
 	sh.Lease = func() ([]netip.Addr, []byte, error) {
 		token, err := json.Marshal(lease)
@@ -115,7 +117,11 @@ func containsFamily(addrs []netip.Addr, ip netip.Addr) bool {
 // the IPAM leases the shim of master its addresses: "maclan-hostshim-" and
 // the master's name (in hex if it has characters a container ID may not),
 // and the shim's interface name. `maclan-ipam ls` shows it as such.
-func shimAttachment(master string) (containerID, ifName string) {
+//
+// On a store that hosts share (etcd), every host has a shim of its own on a
+// master of the same name: hostTag (shimHostTag) tells their attachments
+// apart, or one host's shim would be handed another's address.
+func shimAttachment(master, hostTag string) (containerID, ifName string) {
 	name := master
 	for _, c := range []byte(master) {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
@@ -123,7 +129,34 @@ func shimAttachment(master string) (containerID, ifName string) {
 			break
 		}
 	}
+	if hostTag != "" {
+		name += "-h" + hostTag
+	}
 	return "maclan-hostshim-" + name, shim.Name(master)
+}
+
+// shimHostTag is "" for a network whose IPAM store is one host's (the
+// directory store, or an IPAM other than maclan-ipam), and for an etcd
+// store a hash of this host's identity (/etc/machine-id).
+func shimHostTag(stdin []byte) string {
+	var nc struct {
+		IPAM struct {
+			Type  string `json:"type"`
+			Store struct {
+				Type string `json:"type"`
+			} `json:"store"`
+		} `json:"ipam"`
+	}
+	if json.Unmarshal(stdin, &nc) != nil || nc.IPAM.Store.Type != "etcd" {
+		return ""
+	}
+	id, err := holder.Current()
+	if err != nil || id.Host == "" {
+		return ""
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id.Host)) // a hash.Hash never fails to write
+	return fmt.Sprintf("%08x", h.Sum32())
 }
 
 // shimIPAMConf is the network configuration for the shim's own IPAM calls:
@@ -210,7 +243,7 @@ func withShimAttachments(stdin []byte, conf *config.NetConf) ([]byte, error) {
 			return nil, fmt.Errorf("field %q: %w: %w", key, err, config.ErrInvalid)
 		}
 		for master := range masters {
-			id, ifName := shimAttachment(master)
+			id, ifName := shimAttachment(master, shimHostTag(stdin))
 			list = append(list, map[string]any{"containerID": id, "ifname": ifName})
 		}
 		b, err := json.Marshal(list)

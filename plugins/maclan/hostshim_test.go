@@ -14,10 +14,29 @@ func TestShimAttachment(t *testing.T) {
 		{"enp0s31f6.100", "maclan-hostshim-enp0s31f6.100", "shim-enp0s31f6."},
 		{"br@lan", "maclan-hostshim-x6272406c616e", "shim-br@lan"},
 	} {
-		id, ifName := shimAttachment(tc.master)
+		id, ifName := shimAttachment(tc.master, "")
 		if id != tc.id || ifName != tc.ifName {
 			t.Errorf("shimAttachment(%q) = %q, %q; want %q, %q", tc.master, id, ifName, tc.id, tc.ifName)
 		}
+	}
+}
+
+// On an etcd network each host's shim has an attachment of its own.
+func TestShimAttachmentPerHostOnEtcd(t *testing.T) {
+	etcdConf := []byte(`{"name":"lan","ipam":{"type":"maclan-ipam","store":{"type":"etcd","endpoints":["https://e:2379"]}}}`)
+	diskConf := []byte(`{"name":"lan","ipam":{"type":"maclan-ipam"}}`)
+	t.Setenv("MACLAN_TEST_HOST_ID", "host-a")
+	a := shimHostTag(etcdConf)
+	t.Setenv("MACLAN_TEST_HOST_ID", "host-b")
+	b := shimHostTag(etcdConf)
+	if a == "" || a == b {
+		t.Errorf("host tags on etcd: %q and %q, want two different ones", a, b)
+	}
+	if tag := shimHostTag(diskConf); tag != "" {
+		t.Errorf("host tag on a directory store: %q, want none (its attachment stays as it was)", tag)
+	}
+	if id, _ := shimAttachment("eth0", a); id != "maclan-hostshim-eth0-h"+a {
+		t.Errorf("shim attachment on etcd: %q", id)
 	}
 }
 

@@ -53,6 +53,18 @@ type Options struct {
 	StaleAfter time.Duration
 	NetnsGone  func(path string) (bool, error)
 
+	// GCHost, when set, limits GC to the containers of this host: on a
+	// store that hosts share (etcd), a runtime's list of valid
+	// attachments names only its own host's containers, and every other
+	// host's leases would look gone.
+	GCHost string
+
+	// BootTime is when this boot began (zero: unknown). The sweep after a
+	// reboot never gives back a lease created after it: no earlier boot
+	// made that lease, whatever its record says (two hosts with one
+	// identity, a cloned VM).
+	BootTime time.Time
+
 	// Spread, when set (to the host's identity), gives the host a cursor
 	// of its own and a first walk that starts where the identity says, so
 	// that hosts sharing a store do not race for the same addresses
@@ -134,6 +146,7 @@ func (a *Allocator) allocateLocked(ctx context.Context, containerID, ifName stri
 			err = errors.Join(err, a.rollback(ctx, fresh))
 		}
 	}()
+	a.restamp(ctx, held)
 	wants, holds := a.wantedBySet(requested), a.heldBySet(held)
 	for i, set := range a.sets {
 		want := wants[i]
@@ -450,6 +463,9 @@ func (a *Allocator) GC(ctx context.Context, valid []Attachment) (gone []store.Le
 				}
 				continue // kept for its workload, whom the runtime does not list
 			}
+			if a.opts.GCHost != "" && l.Host != a.opts.GCHost {
+				continue // another host's container (or one recorded before hosts were): its runtime's GC decides
+			}
 			if at := (Attachment{ContainerID: l.ContainerID, IfName: l.IfName}); !keep[at] {
 				gone = append(gone, l)
 				stale[at] = true
@@ -464,7 +480,7 @@ func (a *Allocator) GC(ctx context.Context, valid []Attachment) (gone []store.Le
 		// A lease missing from its attachment's index (outside damage
 		// only) survives ReleaseByID; release it by address.
 		for _, l := range gone {
-			if err := a.st.Release(ctx, l.IP); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if err := a.releaseRead(ctx, l); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrReserved) {
 				errs = append(errs, err)
 			}
 		}
@@ -528,7 +544,9 @@ func (a *Allocator) expiredConflicts(ctx context.Context) []store.Lease {
 // it anew, stamped now). A failure is logged: it only delays an expiry.
 func (a *Allocator) freeExpiredConflicts(ctx context.Context) {
 	for _, l := range a.expiredConflicts(ctx) {
-		if err := a.st.Release(ctx, l.IP); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := a.releaseRead(ctx, l); errors.Is(err, store.ErrReserved) {
+			continue // another host's lease now
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 			a.log.Warn("cannot free an expired conflict record", "ip", l.IP, "err", err)
 			continue
 		}

@@ -31,6 +31,52 @@ func StickyID(workload string) string {
 	return StickyPrefix + hex.EncodeToString(sum[:12])
 }
 
+// restamp brings the lifecycle fields of the leases the attachment already
+// holds up to date, when the store can (store.Restamper): a container
+// re-created under the same ID after a reboot, or in a new namespace, gets
+// its old lease back from Allocate, and that lease must say it is of this
+// boot and this namespace, or the sweep after a reboot or the stale rule
+// would take it from the living container. Leases of another host are left
+// alone. Called with the lock held; a failure is logged: the lease stays
+// the container's either way.
+func (a *Allocator) restamp(ctx context.Context, held []store.Lease) {
+	me := a.opts.Holder
+	rs, ok := a.st.(store.Restamper)
+	if !ok || me.Host == "" || me.Boot == "" {
+		return
+	}
+	for _, l := range held {
+		if l.Conflict != "" || l.IsSticky() || (l.Host != "" && l.Host != me.Host) {
+			continue
+		}
+		if l.Host == me.Host && l.Boot == me.Boot && (me.Netns == "" || l.Netns == me.Netns) {
+			continue
+		}
+		n := l
+		n.Host, n.Boot = me.Host, me.Boot
+		if me.Netns != "" {
+			n.Netns = me.Netns
+		}
+		if me.Workload != "" {
+			n.Workload, n.WorkloadUID = me.Workload, me.WorkloadUID
+		}
+		if err := rs.Restamp(ctx, n); err != nil {
+			a.log.Warn("cannot bring a held lease up to date", "ip", l.IP, "err", err)
+		}
+	}
+}
+
+// releaseRead releases l.IP while its record is still l as it was read,
+// where the store is shared by hosts that do not share its lock (a
+// ConditionalReleaser: etcd), and at once otherwise (every user of a
+// directory store takes its lock, so what was read under it still holds).
+func (a *Allocator) releaseRead(ctx context.Context, l store.Lease) error {
+	if c, ok := a.st.(store.ConditionalReleaser); ok {
+		return c.ReleaseIf(ctx, l)
+	}
+	return a.st.Release(ctx, l.IP)
+}
+
 // newLease is the lease of ip for the attachment, stamped with the
 // holder's identity.
 func (a *Allocator) newLease(ip netip.Addr, containerID, ifName string) store.Lease {
@@ -60,7 +106,9 @@ func (a *Allocator) takeSticky(ctx context.Context, i int, containerID, ifName s
 		if a.sets[i].RangeFor(h.IP) < 0 || h.Workload != w {
 			continue // another set's, or a hash collision
 		}
-		if err := a.st.Release(ctx, h.IP); err != nil {
+		if err := a.releaseRead(ctx, h); errors.Is(err, store.ErrReserved) || errors.Is(err, store.ErrNotFound) {
+			continue // another host took or gave up the hold since it was read
+		} else if err != nil {
 			return netip.Addr{}, false, fmt.Errorf("take back %s held for %s: %w", h.IP, w, err)
 		}
 		if err := a.st.Reserve(ctx, a.newLease(h.IP, containerID, ifName)); err != nil {
@@ -105,7 +153,14 @@ func (a *Allocator) SweepEarlierBoots(ctx context.Context) (gone []store.Lease, 
 		return nil, errors.New("sweep: the host's identity is unknown")
 	}
 	err = store.WithLock(ctx, a.st, func() error {
-		return a.reclaim(ctx, func(l store.Lease) (bool, error) {
+		return a.reclaim(ctx, true, func(l store.Lease) (bool, error) {
+			if !a.opts.BootTime.IsZero() && l.Created.After(a.opts.BootTime) {
+				if l.Host == me.Host && l.Boot != "" && l.Boot != me.Boot {
+					a.log.Warn("a lease of 'this host' made in another boot after this boot began: two hosts share one identity (a cloned machine-id?); keeping it",
+						"ip", l.IP, "container", l.ContainerID, "boot", l.Boot)
+				}
+				return false, nil
+			}
 			return l.Host == me.Host && l.Boot != "" && l.Boot != me.Boot, nil
 		}, &gone)
 	})
@@ -118,17 +173,17 @@ func (a *Allocator) SweepEarlierBoots(ctx context.Context) (gone []store.Lease, 
 // kept.
 func (a *Allocator) ReclaimStale(ctx context.Context) (gone []store.Lease, err error) {
 	err = store.WithLock(ctx, a.st, func() error {
-		return a.reclaimStaleLocked(ctx, &gone)
+		return a.reclaimStaleLocked(ctx, true, &gone)
 	})
 	return gone, err
 }
 
-func (a *Allocator) reclaimStaleLocked(ctx context.Context, gone *[]store.Lease) error {
+func (a *Allocator) reclaimStaleLocked(ctx context.Context, hold bool, gone *[]store.Lease) error {
 	me := a.opts.Holder
 	if a.opts.NetnsGone == nil || a.opts.StaleAfter <= 0 || me.Host == "" || me.Boot == "" {
 		return nil
 	}
-	return a.reclaim(ctx, func(l store.Lease) (bool, error) {
+	return a.reclaim(ctx, hold, func(l store.Lease) (bool, error) {
 		if l.Host != me.Host || l.Boot != me.Boot || l.Netns == "" || a.opts.Now().Sub(l.Created) < a.opts.StaleAfter {
 			return false, nil
 		}
@@ -142,11 +197,12 @@ func (a *Allocator) reclaimStaleLocked(ctx context.Context, gone *[]store.Lease)
 }
 
 // reclaim gives back the attachments of every container lease that dead
-// says is dead, and appends their leases to gone: all at once through a
+// says is dead, and appends their leases to gone (with hold, a named
+// workload's addresses become sticky holds, as giveBack makes them): all at once through a
 // BulkReleaser when the store is one (the sweep after a reboot may give
 // back thousands), else one by one; with StickyFor, a named workload's
 // released addresses become holds for it (as giveBack does).
-func (a *Allocator) reclaim(ctx context.Context, dead func(store.Lease) (bool, error), gone *[]store.Lease) error {
+func (a *Allocator) reclaim(ctx context.Context, hold bool, dead func(store.Lease) (bool, error), gone *[]store.Lease) error {
 	leases, err := a.st.List(ctx)
 	if err != nil {
 		if !errors.Is(err, store.ErrCorrupt) {
@@ -183,7 +239,11 @@ func (a *Allocator) reclaim(ctx context.Context, dead func(store.Lease) (bool, e
 	if !ok {
 		var errs []error
 		for _, at := range ids {
-			if _, err := a.giveBack(ctx, at.ContainerID, at.IfName); err != nil {
+			release := a.giveBack
+			if !hold {
+				release = a.st.ReleaseByID
+			}
+			if _, err := release(ctx, at.ContainerID, at.IfName); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -195,7 +255,7 @@ func (a *Allocator) reclaim(ctx context.Context, dead func(store.Lease) (bool, e
 		return err
 	}
 	*gone = append(*gone, theirs...)
-	if a.opts.StickyFor > 0 {
+	if hold && a.opts.StickyFor > 0 {
 		for _, l := range theirs {
 			if l.Workload != "" && slices.Contains(released, l.IP) {
 				a.hold(ctx, l)
@@ -221,7 +281,8 @@ func (a *Allocator) hold(ctx context.Context, l store.Lease) {
 // whether it freed anything. Called with the lock held.
 func (a *Allocator) makeRoom(ctx context.Context, i int) (bool, error) {
 	var gone []store.Lease
-	if err := a.reclaimStaleLocked(ctx, &gone); err != nil {
+	// No sticky holds for what is freed here: the room is wanted now.
+	if err := a.reclaimStaleLocked(ctx, false, &gone); err != nil {
 		return false, err
 	}
 	if len(gone) > 0 {
@@ -245,7 +306,9 @@ func (a *Allocator) makeRoom(ctx context.Context, i int) (bool, error) {
 	if oldest == nil {
 		return false, nil
 	}
-	if err := a.st.Release(ctx, oldest.IP); err != nil {
+	if err := a.releaseRead(ctx, *oldest); errors.Is(err, store.ErrReserved) || errors.Is(err, store.ErrNotFound) {
+		return false, nil // another host changed it since it was read
+	} else if err != nil {
 		return false, err
 	}
 	a.log.Info("range full: giving up an address held for a workload", "workload", oldest.Workload, "ip", oldest.IP)

@@ -238,3 +238,65 @@ func TestSweepEarlierBootsBulk(t *testing.T) {
 		t.Errorf("another host's lease was swept: %v", left)
 	}
 }
+
+// A container re-created under the same ID (after a reboot, in a new
+// namespace) gets its old lease back, and the lease then says so: neither
+// the sweep after the reboot nor the stale rule takes it from the living
+// container.
+func TestHeldLeaseIsRestamped(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	ns := fakeNS{"/run/netns/old": nil} // the old namespace is gone
+	opts := func(o *Options) { o.StaleAfter = time.Minute; o.NetnsGone = ns.gone }
+	old := lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b1", Netns: "/run/netns/old"}, opts)
+	first := mustAllocate(t, old, "ctr")
+	c.now = c.now.Add(time.Hour)
+	again := lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b2", Netns: "/run/netns/new"}, opts)
+	if got := mustAllocate(t, again, "ctr"); !slices.Equal(got, first) {
+		t.Fatalf("the same attachment got %v, held %v", got, first)
+	}
+	l := held(t, mem.Open())[first[0]]
+	if l.Boot != "b2" || l.Netns != "/run/netns/new" {
+		t.Errorf("held lease = %+v, want boot b2 and the new namespace", l)
+	}
+	if gone, err := again.SweepEarlierBoots(ctx); err != nil || len(gone) != 0 {
+		t.Errorf("sweep took %v (%v), want nothing", gone, err)
+	}
+	if gone, err := again.ReclaimStale(ctx); err != nil || len(gone) != 0 {
+		t.Errorf("stale rule took %v (%v), want nothing", gone, err)
+	}
+}
+
+// A lease that claims this host and an earlier boot but was made after
+// this boot began (two hosts with one identity) is not swept.
+func TestSweepKeepsLeasesMadeThisBoot(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	mustAllocate(t, lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b-other"}, nil), "twin")
+	now := lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b2"}, func(o *Options) {
+		o.BootTime = c.now.Add(-time.Minute) // this boot began before the lease was made
+	})
+	if gone, err := now.SweepEarlierBoots(ctx); err != nil || len(gone) != 0 {
+		t.Errorf("sweep took %v (%v), want the lease kept", gone, err)
+	}
+}
+
+// On a store that hosts share, GC releases only this host's containers:
+// the runtime's list names no other host's.
+func TestGCOnlyThisHost(t *testing.T) {
+	mem, c := memstore.New(), newClock()
+	mustAllocate(t, lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b1"}, nil), "a-gone")
+	mustAllocate(t, lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b1"}, nil), "a-live")
+	mustAllocate(t, lifecycleAllocator(t, mem, c, store.Lease{Host: "h2", Boot: "b1"}, nil), "b-live")
+	a := lifecycleAllocator(t, mem, c, store.Lease{Host: "h1", Boot: "b1"}, func(o *Options) { o.GCHost = "h1" })
+	gone, err := a.GC(ctx, []Attachment{{ContainerID: "a-live", IfName: "eth0"}})
+	if err != nil || len(gone) != 1 || gone[0].ContainerID != "a-gone" {
+		t.Errorf("GC released %v (%v), want only a-gone's lease", gone, err)
+	}
+	left := held(t, mem.Open())
+	owners := map[string]bool{}
+	for _, l := range left {
+		owners[l.ContainerID] = true
+	}
+	if !owners["b-live"] || !owners["a-live"] || owners["a-gone"] {
+		t.Errorf("left %v, want a-live and b-live", left)
+	}
+}

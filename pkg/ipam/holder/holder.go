@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,6 +21,12 @@ import (
 type Identity struct {
 	Host string
 	Boot string
+	// MachineID: Host is /etc/machine-id (or the test override), not the
+	// hostname, which other hosts may share.
+	MachineID bool
+	// BootTime is when this boot began (/proc/stat btime); zero when the
+	// boot is simulated (MACLAN_TEST_BOOT_ID) or unknown.
+	BootTime time.Time
 }
 
 // The files the identity is read from, and the test-only overrides.
@@ -39,6 +47,7 @@ func Current() (Identity, error) {
 	if host == "" {
 		host = firstLine(machineIDFile)
 	}
+	machineID := host != ""
 	if host == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -47,13 +56,32 @@ func Current() (Identity, error) {
 		host = h
 	}
 	boot := os.Getenv(bootEnv)
+	var since time.Time
 	if boot == "" {
 		boot = firstLine(bootIDFile)
+		since = bootTime()
 	}
 	if boot == "" {
 		return Identity{}, fmt.Errorf("boot identity: %s is unreadable", bootIDFile)
 	}
-	return Identity{Host: host, Boot: boot}, nil
+	return Identity{Host: host, Boot: boot, MachineID: machineID, BootTime: since}, nil
+}
+
+// bootTime reads when this boot began: the btime line of /proc/stat
+// (proc(5)), in seconds since the epoch. Zero if unreadable.
+func bootTime() time.Time {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			if secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return time.Unix(secs, 0)
+			}
+		}
+	}
+	return time.Time{}
 }
 
 func firstLine(path string) string {

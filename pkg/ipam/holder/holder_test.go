@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestCurrentOverrides(t *testing.T) {
@@ -13,7 +14,7 @@ func TestCurrentOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id != (Identity{Host: "host-a", Boot: "boot-1"}) {
+	if id != (Identity{Host: "host-a", Boot: "boot-1", MachineID: true}) {
 		t.Errorf("got %+v", id)
 	}
 }
@@ -27,6 +28,9 @@ func TestCurrentReadsTheKernel(t *testing.T) {
 	}
 	if id.Host == "" || len(id.Boot) != 36 {
 		t.Errorf("got %+v, want a host and a 36-character boot UUID", id)
+	}
+	if id.BootTime.IsZero() || id.BootTime.After(time.Now()) {
+		t.Errorf("boot time %v, want a time in the past", id.BootTime)
 	}
 }
 

@@ -109,6 +109,26 @@ type BulkReleaser interface {
 	ReleaseLeases(ctx context.Context, leases []Lease) ([]netip.Addr, error)
 }
 
+// Restamper is a Store that can replace the record of a lease with the same
+// address and attachment but new lifecycle fields (a container re-created
+// under the same ID after a reboot, or in a new namespace: its lease must
+// say so, or the lifecycle rules would take it back from the living
+// container). Restamp fails with ErrNotFound if l.IP is no longer held by
+// l's attachment.
+type Restamper interface {
+	Restamp(ctx context.Context, l Lease) error
+}
+
+// ConditionalReleaser is a Store shared by hosts that do not share its
+// lock (etcd): ReleaseIf releases l.IP only while its record is still l as
+// the caller read it, and returns ErrReserved otherwise. Callers that
+// release what they listed (expired conflict records, sticky holds) use it
+// when the store has it; a store whose lock every user takes (the
+// directory store) needs no such check.
+type ConditionalReleaser interface {
+	ReleaseIf(ctx context.Context, l Lease) error
+}
+
 // Problem is one inconsistency found by a backend's Fsck.
 type Problem struct {
 	Kind     string // temp, stray, corrupt-lease, corrupt-index, stale-index, orphan-lease, bitmap, cursor

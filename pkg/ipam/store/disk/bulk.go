@@ -48,3 +48,27 @@ func (s *Store) ReleaseLeases(_ context.Context, leases []store.Lease) ([]netip.
 	}
 	return ips, errors.Join(errs...)
 }
+
+// Restamp replaces the record of l.IP, which l's attachment must hold,
+// with l (store.Restamper): written beside it, synced and renamed over it,
+// so that a crash leaves the old record or the new one.
+func (s *Store) Restamp(_ context.Context, l store.Lease) error {
+	if err := s.requireLock("restamp"); err != nil {
+		return err
+	}
+	l, err := store.ForReserve(l)
+	if err != nil {
+		return err
+	}
+	old, err := s.readLease(l.IP)
+	if err != nil {
+		return fmt.Errorf("restamp %s: %w", l.IP, err)
+	}
+	if old.ContainerID != l.ContainerID || old.IfName != l.IfName {
+		return fmt.Errorf("restamp %s: held by %s/%s: %w", l.IP, old.ContainerID, old.IfName, store.ErrNotFound)
+	}
+	if err := s.writeFileMode(leaseDir, l.IP.String(), encodeLease(l), true, false); err != nil {
+		return s.unavailable("restamp "+l.IP.String(), err)
+	}
+	return nil
+}

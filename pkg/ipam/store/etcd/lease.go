@@ -94,6 +94,101 @@ func (s *Store) Release(ctx context.Context, ip netip.Addr) error {
 	return fmt.Errorf("release %s: the lease kept changing under us: %w", ip, store.ErrUnavailable)
 }
 
+// ReleaseIf releases the lease of want.IP only if it is still the record
+// the caller read (same holder, creation time, conflict and release time):
+// hosts share the store but not the lock, so between a caller's List and
+// its release another host may have made the address a live lease, which
+// a plain Release would delete. A changed record is left alone and
+// reported as ErrReserved.
+func (s *Store) ReleaseIf(ctx context.Context, want store.Lease) error {
+	if err := s.requireLock("release"); err != nil {
+		return err
+	}
+	ip := want.IP
+	if !validAddr(ip) {
+		return fmt.Errorf("release %s: not a plain unicast address", ip)
+	}
+	lk := s.leaseKey(ip)
+	rctx, cancel := s.request(ctx)
+	resp, err := s.cli.Get(rctx, lk)
+	cancel()
+	if err != nil {
+		return s.unavailable("release "+ip.String(), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("release %s: %w", ip, store.ErrNotFound)
+	}
+	kv := resp.Kvs[0]
+	l, err := decodeLease(ip, kv.Value)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", ip, err)
+	}
+	if l.ContainerID != want.ContainerID || l.IfName != want.IfName || !l.Created.Equal(want.Created) ||
+		l.Conflict != want.Conflict || !l.Released.Equal(want.Released) {
+		return fmt.Errorf("release %s: it changed since it was read (now %s/%s): %w", ip, l.ContainerID, l.IfName, store.ErrReserved)
+	}
+	ik := s.attachKey(l.ContainerID, l.IfName, ip)
+	rctx, cancel = s.request(ctx)
+	tresp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(lk), "=", kv.ModRevision)).
+		Then(clientv3.OpDelete(lk), clientv3.OpDelete(ik)).Commit()
+	cancel()
+	if err != nil {
+		return s.unavailable("release "+ip.String(), err)
+	}
+	if !tresp.Succeeded {
+		return fmt.Errorf("release %s: it changed since it was read: %w", ip, store.ErrReserved)
+	}
+	delete(s.pending, lk)
+	delete(s.pending, ik)
+	return nil
+}
+
+// Restamp replaces the record of l.IP, which l's attachment must hold,
+// with l (store.Restamper), in a transaction that checks that the record
+// has not changed since it was read. A reservation not yet made permanent
+// (bound to an etcd lease until Unlock) is left as it is.
+func (s *Store) Restamp(ctx context.Context, l store.Lease) error {
+	if err := s.requireLock("restamp"); err != nil {
+		return err
+	}
+	l, err := store.ForReserve(l)
+	if err != nil {
+		return err
+	}
+	lk := s.leaseKey(l.IP)
+	rctx, cancel := s.request(ctx)
+	resp, err := s.cli.Get(rctx, lk)
+	cancel()
+	if err != nil {
+		return s.unavailable("restamp "+l.IP.String(), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("restamp %s: %w", l.IP, store.ErrNotFound)
+	}
+	kv := resp.Kvs[0]
+	old, err := decodeLease(l.IP, kv.Value)
+	if err != nil {
+		return fmt.Errorf("restamp %s: %w", l.IP, err)
+	}
+	if old.ContainerID != l.ContainerID || old.IfName != l.IfName {
+		return fmt.Errorf("restamp %s: held by %s/%s: %w", l.IP, old.ContainerID, old.IfName, store.ErrNotFound)
+	}
+	if kv.Lease != 0 {
+		return nil // still a reservation of a call under way
+	}
+	rctx, cancel = s.request(ctx)
+	tresp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(lk), "=", kv.ModRevision)).
+		Then(clientv3.OpPut(lk, string(encodeLease(l)))).Commit()
+	cancel()
+	if err != nil {
+		return s.unavailable("restamp "+l.IP.String(), err)
+	}
+	if !tresp.Succeeded {
+		return fmt.Errorf("restamp %s: it changed since it was read: %w", l.IP, store.ErrReserved)
+	}
+	return nil
+}
+
 // attachment checks the lock and the names for op on an attachment, and
 // returns how messages name it and the prefix of its index keys.
 func (s *Store) attachment(op, containerID, ifName string) (subject, prefix string, err error) {

@@ -95,6 +95,19 @@ func (h *Handle) Reserve(_ context.Context, l store.Lease) error {
 	return nil
 }
 
+// Restamp replaces the record of l.IP, held by l's attachment, with l.
+func (h *Handle) Restamp(_ context.Context, l store.Lease) error {
+	if err := h.need(); err != nil {
+		return err
+	}
+	old, ok := h.b.leases[l.IP]
+	if !ok || old.ContainerID != l.ContainerID || old.IfName != l.IfName {
+		return fmt.Errorf("%s: %w", l.IP, store.ErrNotFound)
+	}
+	h.b.leases[l.IP] = l
+	return nil
+}
+
 // Release removes the lease of ip.
 func (h *Handle) Release(_ context.Context, ip netip.Addr) error {
 	if err := h.need(); err != nil {
