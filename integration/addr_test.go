@@ -246,7 +246,7 @@ func TestAnnouncementsRepeated(t *testing.T) {
 	}
 	arps, nas := capture.announcements(t, net.ParseIP(ip4), net.ParseIP(ip6), hw, want)
 	if arps < want {
-		t.Errorf("gateway saw %d gratuitous ARPs for %s, want at least %d", arps, ip4, want)
+		t.Errorf("gateway saw %d ARP frames from %s at %s, want at least %d (the kernel's gratuitous ARP and the gateway's resolution)", arps, ip4, mac, want)
 	}
 	if nas < want {
 		t.Errorf("gateway saw %d unsolicited NAs for %s, want at least %d", nas, ip6, want)

@@ -306,7 +306,7 @@ func captureAtGateway(t *testing.T) *frameCapture {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// announcements counts, among the frames captured, the gratuitous ARPs for
+// announcements counts, among the frames captured, the ARP frames from
 // ip4 and the unsolicited neighbour advertisements (override set) for ip6
 // that give mac. It reads until both counts reach want or settleTimeout
 // passes.
@@ -323,7 +323,7 @@ func (c *frameCapture) announcements(t *testing.T, ip4, ip6 net.IP, mac net.Hard
 			t.Fatalf("capture: %v", err)
 		}
 		switch {
-		case isGratuitousARP(buf[:n], ip4, mac):
+		case isARPFrom(buf[:n], ip4, mac):
 			arps++
 		case isUnsolicitedNA(buf[:n], ip6, mac):
 			nas++
@@ -332,15 +332,16 @@ func (c *frameCapture) announcements(t *testing.T, ip4, ip6 net.IP, mac net.Hard
 	return arps, nas
 }
 
-// isGratuitousARP: an ARP request or reply whose sender and target
-// addresses are both ip, sent with mac as sender hardware address.
-func isGratuitousARP(f []byte, ip net.IP, mac net.HardwareAddr) bool {
+// isARPFrom: an ARP frame whose sender is ip at mac, which makes its
+// receivers replace their entry for ip: a gratuitous ARP (target ip too)
+// or a request to a neighbour such as the gateway (RFC 826's merge).
+func isARPFrom(f []byte, ip net.IP, mac net.HardwareAddr) bool {
 	const eth = 14
 	if len(f) < eth+28 || binary.BigEndian.Uint16(f[12:]) != unix.ETH_P_ARP {
 		return false
 	}
 	a := f[eth:]
-	return bytes.Equal(a[8:14], mac) && net.IP(a[14:18]).Equal(ip) && net.IP(a[24:28]).Equal(ip)
+	return bytes.Equal(a[8:14], mac) && net.IP(a[14:18]).Equal(ip)
 }
 
 // isUnsolicitedNA: an ICMPv6 neighbour advertisement for ip, solicited flag

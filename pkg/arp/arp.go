@@ -170,40 +170,6 @@ func socket(ifIndex int) (int, *unix.SockaddrLinklayer, error) {
 		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}, nil
 }
 
-// Announcer sends ARP announcements through one packet socket that is
-// never bound. A bound packet socket registers a protocol handler, and
-// taking it down again on close waits for an RCU grace period (about 15 ms
-// here, per socket); an unbound socket of protocol 0 receives nothing,
-// registers nothing and sends to whichever interface each sendto names
-// (packet(7)).
-type Announcer struct{ fd int }
-
-// NewAnnouncer opens the socket; Close it when done.
-func NewAnnouncer() (*Announcer, error) {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("ARP socket: %w", err)
-	}
-	return &Announcer{fd: fd}, nil
-}
-
-// Announce broadcasts an ARP announcement of ip at mac out of ifIndex: a
-// request whose sender and target protocol addresses are both ip and whose
-// target hardware address is zero (RFC 5227, section 2.3), so that
-// neighbours replace a stale entry for ip at once.
-func (a *Announcer) Announce(ifIndex int, mac net.HardwareAddr, ip netip.Addr) error {
-	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifIndex, Halen: 6,
-		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
-	p := Packet{Op: OpRequest, SenderMAC: mac, SenderIP: ip, TargetMAC: make(net.HardwareAddr, 6), TargetIP: ip}
-	if err := unix.Sendto(a.fd, p.Marshal(), 0, to); err != nil {
-		return fmt.Errorf("send ARP announcement for %s: %w", ip, err)
-	}
-	return nil
-}
-
-// Close closes the socket.
-func (a *Announcer) Close() error { return unix.Close(a.fd) }
-
 // Probe sends ARP probes for ip out of the interface ifIndex (whose MAC is
 // mac) and listens for an answer. It returns the MAC of a device that
 // answered, or nil if none did within the options' time. It acts in the

@@ -3,61 +3,57 @@ package ifconfig
 import (
 	"fmt"
 	"net"
-	"net/netip"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/maclan-cni/maclan/pkg/arp"
 )
 
 // announce tells the LAN that the addresses of ips now live at the link's
 // MAC, so that neighbours (the gateway first) replace stale cache entries at
-// once instead of after their reachable time runs out: an ARP announcement
-// for IPv4 (RFC 5227, section 2.3) and an unsolicited neighbour
-// advertisement with the override flag for IPv6 (RFC 4861, section 7.2.6).
+// once instead of after their reachable time runs out.
+//
+// IPv4 is left to the kernel, which sends nothing through a packet socket
+// of ours: a packet socket's close waits for an RCU grace period
+// (packet_release calls synchronize_net), 7-15 ms here, most of an ADD.
+// With arp_notify set before the link came up, the kernel has broadcast a
+// gratuitous ARP for every address (RFC 5227, section 2.3); here it is
+// also asked to resolve each gateway (a neighbour entry with NTF_USE),
+// which broadcasts an ARP request from the new address and MAC: the
+// gateway, the target, replaces its entry for the address (RFC 826's
+// merge, Linux's neigh_event_ns with override), and other hosts refresh an
+// entry they hold. So two frames announce each address, and the gateway
+// has learnt the MAC before the ADD returns.
+//
+// IPv6 gets count unsolicited neighbour advertisements with the override
+// flag (RFC 4861, section 7.2.6) through raw ICMPv6 sockets, which close
+// without a grace period.
 func announce(link netlink.Link, ips []*current.IPConfig, count int) error {
 	if count <= 0 {
 		return nil
 	}
 	mac := link.Attrs().HardwareAddr
 	idx := link.Attrs().Index
-	// One ARP socket for every announcement: each socket opened and
-	// closed costs an RCU grace period (see arp.Announcer).
-	var arpSock *arp.Announcer
-	defer func() {
-		if arpSock != nil {
-			_ = arpSock.Close() // nothing was buffered: sendto has returned
+	for _, ipc := range ips {
+		if ipc.Address.IP.To4() == nil || ipc.Gateway == nil || ipc.Gateway.To4() == nil {
+			continue
 		}
-	}()
+		n := &netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, IP: ipc.Gateway.To4(), Flags: netlink.NTF_USE}
+		if err := netlink.NeighSet(n); err != nil {
+			return fmt.Errorf("announce %s on %q: resolve the gateway %s: %w", ipc.Address.IP, link.Attrs().Name, ipc.Gateway, err)
+		}
+	}
 	for i := 0; i < count; i++ {
 		for _, ipc := range ips {
-			var err error
-			if ip4 := ipc.Address.IP.To4(); ip4 != nil {
-				if arpSock == nil {
-					if arpSock, err = arp.NewAnnouncer(); err != nil {
-						return err
-					}
-				}
-				err = sendARPAnnouncement(arpSock, idx, mac, ip4)
-			} else {
-				err = sendUnsolicitedNA(idx, mac, ipc.Address.IP)
+			if ipc.Address.IP.To4() != nil {
+				continue
 			}
-			if err != nil {
+			if err := sendUnsolicitedNA(idx, mac, ipc.Address.IP); err != nil {
 				return fmt.Errorf("announce %s on %q: %w", ipc.Address.IP, link.Attrs().Name, err)
 			}
 		}
 	}
 	return nil
-}
-
-func sendARPAnnouncement(a *arp.Announcer, ifIndex int, mac net.HardwareAddr, ip net.IP) error {
-	addr, ok := netip.AddrFromSlice(ip.To4())
-	if !ok {
-		return fmt.Errorf("ARP announcement for %s: not an IPv4 address", ip)
-	}
-	return a.Announce(ifIndex, mac, addr)
 }
 
 // unsolicitedNA builds an ICMPv6 neighbour advertisement for target with

@@ -105,8 +105,10 @@ func gateways(ips []*current.IPConfig) (v4gw, v6gw net.IP, hasV6 bool) {
 // DAD timers back (see fastDAD), to be called once DAD is over.
 func setSysctls(ifName string, hasV6 bool, dadRetrans time.Duration) (restore func(), err error) {
 	// The kernel sends a gratuitous ARP when the link comes up with
-	// arp_notify set; ours follow once the addresses are usable.
-	_, _ = sysctl.Sysctl("net/ipv4/conf/"+ifName+"/arp_notify", "1") // best effort: we announce ourselves too
+	// arp_notify set (announce.go): the first of the IPv4 announcements.
+	// Best effort: the gateway's resolution (announce) still tells the
+	// gateway if this write fails.
+	_, _ = sysctl.Sysctl("net/ipv4/conf/"+ifName+"/arp_notify", "1")
 	if !hasV6 {
 		return func() {}, nil
 	}
