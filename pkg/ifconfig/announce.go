@@ -3,6 +3,7 @@ package ifconfig
 import (
 	"fmt"
 	"net"
+	"slices"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
@@ -34,15 +35,7 @@ func announce(link netlink.Link, ips []*current.IPConfig, count int) error {
 	}
 	mac := link.Attrs().HardwareAddr
 	idx := link.Attrs().Index
-	for _, ipc := range ips {
-		if ipc.Address.IP.To4() == nil || ipc.Gateway == nil || ipc.Gateway.To4() == nil {
-			continue
-		}
-		n := &netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, IP: ipc.Gateway.To4(), Flags: netlink.NTF_USE}
-		if err := netlink.NeighSet(n); err != nil {
-			return fmt.Errorf("announce %s on %q: resolve the gateway %s: %w", ipc.Address.IP, link.Attrs().Name, ipc.Gateway, err)
-		}
-	}
+	resolveGateways(idx, ips)
 	for i := 0; i < count; i++ {
 		for _, ipc := range ips {
 			if ipc.Address.IP.To4() != nil {
@@ -54,6 +47,28 @@ func announce(link netlink.Link, ips []*current.IPConfig, count int) error {
 		}
 	}
 	return nil
+}
+
+// maxResolvedGateways bounds the gateways resolved by one ADD: a network
+// has one or two; hundreds of range sets (a hostile configuration) must
+// not fill the container's neighbour table.
+const maxResolvedGateways = 4
+
+// resolveGateways asks the kernel to resolve each IPv4 gateway of ips from
+// the link (see announce). Best effort: the addresses are configured and
+// the kernel's gratuitous ARP has gone out; a gateway that cannot be asked
+// now learns the MAC from the container's first packet.
+func resolveGateways(idx int, ips []*current.IPConfig) {
+	var done []net.IP
+	for _, ipc := range ips {
+		gw := ipc.Gateway.To4()
+		if ipc.Address.IP.To4() == nil || gw == nil || len(done) == maxResolvedGateways ||
+			slices.ContainsFunc(done, gw.Equal) {
+			continue
+		}
+		done = append(done, gw)
+		_ = netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, IP: gw, Flags: netlink.NTF_USE}) // best effort, above
+	}
 }
 
 // unsolicitedNA builds an ICMPv6 neighbour advertisement for target with
