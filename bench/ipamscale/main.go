@@ -240,7 +240,13 @@ func timeSweep(bin, dataDir string, n int) (*samples.Sweep, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := fillOursAs(dataDir, n, store.Lease{Host: id.Host, Boot: "an-earlier-boot"}); err != nil {
+	// Made in an earlier boot, before this one began: the sweep keeps any
+	// lease created since (holder.Identity.BootTime).
+	made := id.BootTime.Add(-time.Hour)
+	if id.BootTime.IsZero() {
+		made = time.Now().Add(-time.Hour)
+	}
+	if err := fillOursAs(dataDir, n, store.Lease{Host: id.Host, Boot: "an-earlier-boot", Created: made}); err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dataDir) //nolint:errcheck // bench data
@@ -275,7 +281,10 @@ func fillOursAs(dataDir string, n int, stamp store.Lease) error {
 	leases := make([]store.Lease, 0, n)
 	for i, ip := range addrs(n) {
 		l := stamp
-		l.IP, l.ContainerID, l.IfName, l.Created = ip, fmt.Sprintf("pre-%d", i), "eth0", time.Now()
+		l.IP, l.ContainerID, l.IfName = ip, fmt.Sprintf("pre-%d", i), "eth0"
+		if l.Created.IsZero() {
+			l.Created = time.Now()
+		}
 		leases = append(leases, l)
 	}
 	return store.WithLock(context.Background(), st, func() error {
