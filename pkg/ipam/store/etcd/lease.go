@@ -63,23 +63,17 @@ func (s *Store) Release(ctx context.Context, ip netip.Addr) error {
 	}
 	lk := s.leaseKey(ip)
 	for range 5 { // a concurrent change of the same lease is rare; retry a few times
-		rctx, cancel := s.request(ctx)
-		resp, err := s.cli.Get(rctx, lk)
-		cancel()
+		kv, err := s.readLeaseKV(ctx, "release", ip)
 		if err != nil {
-			return s.unavailable("release "+ip.String(), err)
+			return err
 		}
-		if len(resp.Kvs) == 0 {
-			return fmt.Errorf("release %s: %w", ip, store.ErrNotFound)
-		}
-		kv := resp.Kvs[0]
 		ops := []clientv3.Op{clientv3.OpDelete(lk)}
 		var ik string
 		if l, err := decodeLease(ip, kv.Value); err == nil {
 			ik = s.attachKey(l.ContainerID, l.IfName, ip)
 			ops = append(ops, clientv3.OpDelete(ik))
 		} // a damaged record: its holder, and so its index key, is unknown (fsck finds it)
-		rctx, cancel = s.request(ctx)
+		rctx, cancel := s.request(ctx)
 		tresp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(lk), "=", kv.ModRevision)).Then(ops...).Commit()
 		cancel()
 		if err != nil {
@@ -92,6 +86,22 @@ func (s *Store) Release(ctx context.Context, ip netip.Addr) error {
 		}
 	}
 	return fmt.Errorf("release %s: the lease kept changing under us: %w", ip, store.ErrUnavailable)
+}
+
+// readLeaseKV reads the record of ip with its key's revision, for a
+// transaction that must find it unchanged (op names the operation in
+// errors). ErrNotFound if there is none.
+func (s *Store) readLeaseKV(ctx context.Context, op string, ip netip.Addr) (*mvccKV, error) {
+	rctx, cancel := s.request(ctx)
+	resp, err := s.cli.Get(rctx, s.leaseKey(ip))
+	cancel()
+	if err != nil {
+		return nil, s.unavailable(op+" "+ip.String(), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%s %s: %w", op, ip, store.ErrNotFound)
+	}
+	return resp.Kvs[0], nil
 }
 
 // ReleaseIf releases the lease of want.IP only if it is still the record
@@ -109,16 +119,10 @@ func (s *Store) ReleaseIf(ctx context.Context, want store.Lease) error {
 		return fmt.Errorf("release %s: not a plain unicast address", ip)
 	}
 	lk := s.leaseKey(ip)
-	rctx, cancel := s.request(ctx)
-	resp, err := s.cli.Get(rctx, lk)
-	cancel()
+	kv, err := s.readLeaseKV(ctx, "release", ip)
 	if err != nil {
-		return s.unavailable("release "+ip.String(), err)
+		return err
 	}
-	if len(resp.Kvs) == 0 {
-		return fmt.Errorf("release %s: %w", ip, store.ErrNotFound)
-	}
-	kv := resp.Kvs[0]
 	l, err := decodeLease(ip, kv.Value)
 	if err != nil {
 		return fmt.Errorf("release %s: %w", ip, err)
@@ -128,7 +132,7 @@ func (s *Store) ReleaseIf(ctx context.Context, want store.Lease) error {
 		return fmt.Errorf("release %s: it changed since it was read (now %s/%s): %w", ip, l.ContainerID, l.IfName, store.ErrReserved)
 	}
 	ik := s.attachKey(l.ContainerID, l.IfName, ip)
-	rctx, cancel = s.request(ctx)
+	rctx, cancel := s.request(ctx)
 	tresp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(lk), "=", kv.ModRevision)).
 		Then(clientv3.OpDelete(lk), clientv3.OpDelete(ik)).Commit()
 	cancel()
@@ -156,16 +160,10 @@ func (s *Store) Restamp(ctx context.Context, l store.Lease) error {
 		return err
 	}
 	lk := s.leaseKey(l.IP)
-	rctx, cancel := s.request(ctx)
-	resp, err := s.cli.Get(rctx, lk)
-	cancel()
+	kv, err := s.readLeaseKV(ctx, "restamp", l.IP)
 	if err != nil {
-		return s.unavailable("restamp "+l.IP.String(), err)
+		return err
 	}
-	if len(resp.Kvs) == 0 {
-		return fmt.Errorf("restamp %s: %w", l.IP, store.ErrNotFound)
-	}
-	kv := resp.Kvs[0]
 	old, err := decodeLease(l.IP, kv.Value)
 	if err != nil {
 		return fmt.Errorf("restamp %s: %w", l.IP, err)
@@ -176,7 +174,7 @@ func (s *Store) Restamp(ctx context.Context, l store.Lease) error {
 	if kv.Lease != 0 {
 		return nil // still a reservation of a call under way
 	}
-	rctx, cancel = s.request(ctx)
+	rctx, cancel := s.request(ctx)
 	tresp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(lk), "=", kv.ModRevision)).
 		Then(clientv3.OpPut(lk, string(encodeLease(l)))).Commit()
 	cancel()
