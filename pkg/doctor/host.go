@@ -17,6 +17,7 @@ import (
 
 	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
+	"github.com/maclan-cni/maclan/pkg/nldump"
 	"github.com/maclan-cni/maclan/pkg/shim"
 )
 
@@ -87,7 +88,7 @@ func hostAddrs(h netlinksafe.Handle) map[netip.Addr]string {
 		return out
 	}
 	for _, l := range links {
-		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+		addrs, err := nldump.AddrList(h, l, netlink.FAMILY_ALL)
 		if err != nil {
 			continue
 		}

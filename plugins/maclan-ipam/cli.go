@@ -150,6 +150,26 @@ func cell(s string) string {
 	return s
 }
 
+// printable escapes what a terminal would act on in a line made from the
+// store's records (fsck's problems name keys and record contents that any
+// store writer controls): every non-printing rune, and invalid UTF-8, as
+// Go escapes; the rest of the line reads as it is.
+func printable(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], string(utf8.RuneError)):
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
+}
+
 type lsRow struct {
 	Network     string    `json:"network"`
 	IP          string    `json:"ip"`
@@ -356,7 +376,7 @@ func (c *cli) fsck(args []string) error {
 			if !p.Repaired && p.Kind != "foreign" { // another program's key: a note, never repaired
 				unrepaired++
 			}
-			if _, werr := fmt.Fprintf(c.stdout, "%s: %s\n", n, p); werr != nil {
+			if _, werr := fmt.Fprintf(c.stdout, "%s: %s\n", n, printable(p.String())); werr != nil {
 				return werr
 			}
 		}

@@ -68,3 +68,17 @@ func TestCell(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"lease 10.0.0.2: fine":       "lease 10.0.0.2: fine",
+		"a \"quoted\" name":          "a \"quoted\" name",
+		"\x1b]0;owned\a\nFAKE\tline": `\x1b]0;owned\a\nFAKE\tline`,
+		"bad \xff byte":              `bad \xff byte`,
+		"bidi \u202e override":       `bidi \u202e override`,
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
