@@ -70,22 +70,7 @@ done
 
 say "lab: switch, host (master eth0, runs containerd), gateway ($P*)"
 set -e # any failed step aborts; the trap tears down what exists
-ip netns add "${P}sw"
-ip netns add "${P}host"
-ip netns add "${P}gw"
-ip -n "${P}sw" link add br0 type bridge stp_state 0
-ip -n "${P}sw" link set br0 up
-for end in host gw; do
-	ip -n "${P}sw" link add "p-$end" type veth peer name eth0 netns "$P$end"
-	ip -n "${P}sw" link set "p-$end" master br0 up
-	ip netns exec "$P$end" sysctl -qw net.ipv6.conf.eth0.accept_dad=0
-	ip -n "$P$end" link set eth0 up
-	ip -n "$P$end" link set lo up
-done
-ip -n "${P}gw" addr add 198.51.100.1/24 dev eth0
-ip -n "${P}gw" addr add 2001:db8:100::1/64 dev eth0 nodad
-ip -n "${P}host" addr add 198.51.100.2/24 dev eth0
-ip -n "${P}host" route add default via 198.51.100.1
+lab_up
 set +e
 LAB_NS=/var/run/netns/${P}host
 

@@ -420,21 +420,7 @@ func (e *clusterNet) leases(t *testing.T, h *labHost) map[string]string {
 	if err != nil {
 		t.Fatalf("ls: %v\n%s", err, out)
 	}
-	var rows []struct {
-		IP          string `json:"ip"`
-		ContainerID string `json:"containerID"`
-	}
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("ls output %q: %v", out, err)
-	}
-	m := map[string]string{}
-	for _, r := range rows {
-		if prev, dup := m[r.IP]; dup {
-			t.Errorf("ls lists %s twice (%s and %s)", r.IP, prev, r.ContainerID)
-		}
-		m[r.IP] = r.ContainerID
-	}
-	return m
+	return lsOwners(t, out)
 }
 
 // burst runs every attachment's ADD at once and calls fault once `after`

@@ -364,6 +364,13 @@ func (e etcdNet) leases(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatalf("ls: %v\n%s", err, out)
 	}
+	return lsOwners(t, out)
+}
+
+// lsOwners reads `maclan-ipam ls -o json` output: address → container ID,
+// reporting any address listed twice.
+func lsOwners(t *testing.T, out string) map[string]string {
+	t.Helper()
 	var rows []struct {
 		IP          string `json:"ip"`
 		ContainerID string `json:"containerID"`

@@ -63,7 +63,7 @@ func add(c *command, conf *config.NetConf, mac net.HardwareAddr) error {
 		return err
 	}
 	if existing != nil {
-		return repeatAdd(c, conf, h)
+		return repeatAdd(c, conf, h, existing)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ipamTimeout)
 	defer cancel()

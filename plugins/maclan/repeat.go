@@ -28,9 +28,9 @@ func existingLink(h *handles, ifName string) (netlink.Link, error) {
 	return link, nil
 }
 
-// repeatAdd answers an ADD for an interface that the container already has:
-// a runtime retrying an ADD whose answer it lost (a time-out, a restart), or
-// "cnitool add" run twice. When the interface is maclan's own (a macvlan of
+// repeatAdd answers an ADD for an interface (link) that the container
+// already has: a runtime retrying an ADD whose answer it lost (a time-out,
+// a restart), or "cnitool add" run twice. When the interface is maclan's own (a macvlan of
 // the configured master, in the configured mode, holding the addresses and
 // routes the IPAM gives for this attachment), the answer is the result of
 // the first ADD: one interface, one lease. Anything else is an error naming
@@ -40,7 +40,7 @@ func existingLink(h *handles, ifName string) (netlink.Link, error) {
 // same attachment answers with the lease the running container holds
 // (maclan-ipam and host-local do), and giving that back would let the next
 // ADD hand its address out a second time.
-func repeatAdd(c *command, conf *config.NetConf, h *handles) error {
+func repeatAdd(c *command, conf *config.NetConf, h *handles, link netlink.Link) error {
 	args := c.args
 	master, err := masterlink.Lookup(h.master, conf.Master, h.where)
 	if err != nil {
@@ -50,10 +50,6 @@ func repeatAdd(c *command, conf *config.NetConf, h *handles) error {
 	if err := macvlan.Verify(h.cont, h.master, args.IfName, want); err != nil {
 		return fmt.Errorf("the container already has an interface %q that is not this network's (%w): left as it was",
 			args.IfName, err)
-	}
-	link, err := h.cont.LinkByName(args.IfName)
-	if err != nil {
-		return fmt.Errorf("look up %q in the container: %w", args.IfName, err)
 	}
 	result := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,

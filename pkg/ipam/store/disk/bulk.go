@@ -15,7 +15,7 @@ import (
 // about one ReleaseByID: the bitmap chunks are written and synced once
 // each, and each directory synced once, instead of once per attachment;
 // no record is read again. The sweep after a reboot gives back thousands
-// of attachments under the store lock, where 2,000 ReleaseByIDs took 1.4 s
+// of attachments under the store lock, where 2,000 ReleaseByID calls took 1.4 s
 // of fsyncs. The order of the writes is ReleaseByID's: bits cleared
 // durably, then lease files removed and their directory synced, then the
 // index entries removed.
