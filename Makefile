@@ -128,7 +128,7 @@ $(TOOLS)/crictl:
 	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
 
 lint:
-	gofmt -l . | tee /dev/stderr | (! read)
+	gofmt -l . | tee /dev/stderr | (! read -r line)
 	$(GO) vet ./...
 	$(GO) vet -tags etcd ./plugins/maclan-ipam ./plugins/maclan-ipam-etcd
 	$(GO) vet -tags integration ./integration/...

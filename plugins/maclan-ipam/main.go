@@ -104,7 +104,7 @@ func validAttachment(verb string, args *skel.CmdArgs) error {
 // (once per boot), runs fn on it and closes it, joining a close error into
 // fn's.
 func withStore(conf *ipamconf.Conf, lc lifecycle, log *slog.Logger, fn func(pluginStore) error) (err error) {
-	st, err := openStore(conf, log)
+	st, err := openStore(conf, lc, log)
 	if err != nil {
 		return err
 	}
@@ -174,11 +174,12 @@ func cmdStatus(args *skel.CmdArgs, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(conf, log)
+	lc := newLifecycle(args.Netns)
+	st, err := openStore(conf, lc, log)
 	if err != nil {
 		return notAvailable(err) // STATUS: a store that cannot be opened is 50
 	}
 	defer closeStore(st, &err)
-	newLifecycle(args.Netns).sweepAfterBoot(context.Background(), conf, st, log)
+	lc.sweepAfterBoot(context.Background(), conf, st, log)
 	return status(context.Background(), conf, st, log)
 }

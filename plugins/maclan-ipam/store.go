@@ -17,12 +17,22 @@ type pluginStore interface {
 
 var _ pluginStore = (*disk.Store)(nil)
 
-// openStore opens the store a configuration names.
-func openStore(conf *ipamconf.Conf, log *slog.Logger) (pluginStore, error) {
+// openStore opens the store a configuration names, for a call of this
+// host and boot (lc).
+//
+// The leases this boot takes in a directory store are written without
+// fsync when the sweep after a reboot releases them (reclaimAfterReboot,
+// the default) and the host's identity is known, so that the sweep can
+// tell them: a power cut, the one thing that could lose them, ends their
+// containers, and the store repairs itself at the next boot (disk/boot.go).
+func openStore(conf *ipamconf.Conf, lc lifecycle, log *slog.Logger) (pluginStore, error) {
 	if conf.Store.Type == "etcd" {
 		return openEtcdStore(conf, log)
 	}
-	return disk.New(conf.Store.Dir, conf.Name, disk.Options{
-		LockTimeout: lockTimeout(conf), Log: log,
-	})
+	opts := disk.Options{LockTimeout: lockTimeout(conf), Log: log}
+	if lc.idErr == nil {
+		opts.Boot = disk.Boot{Host: lc.id.Host, ID: lc.id.Boot}
+		opts.Volatile = conf.Reclaim()
+	}
+	return disk.New(conf.Store.Dir, conf.Name, opts)
 }

@@ -175,7 +175,7 @@ func (s *Store) chunk(base netip.Addr) (*chunk, error) {
 			if c, err = s.rebuildChunk(base); err != nil {
 				return nil, err
 			}
-			if err := s.writeChunk(base, c); err != nil {
+			if err := s.writeChunk(base, c, false); err != nil {
 				return nil, err
 			}
 		}
@@ -201,17 +201,17 @@ func (s *Store) rebuildChunk(base netip.Addr) (*chunk, error) {
 // writeChunk makes the chunk's file match c durably: in place when the
 // file exists, else by creating it whole; an empty chunk's file is then
 // deleted (see above for why in that order).
-func (s *Store) writeChunk(base netip.Addr, c *chunk) error {
+func (s *Store) writeChunk(base netip.Addr, c *chunk, volatile bool) error {
 	switch {
 	case c.onDisk && len(c.dirty) > 0:
-		if err := s.patchChunk(base, c); err != nil {
+		if err := s.patchChunk(base, c, volatile); err != nil {
 			return s.unavailable("update bitmap chunk "+base.String(), err)
 		}
 	case c.empty():
 		// Nothing to write: no file is all clear. Any file there is
 		// damaged (or was never synced) and is removed below.
 	default:
-		if err := s.writeFile(bitmapDir, base.String(), c.marshal(), true); err != nil {
+		if err := s.writeFile(bitmapDir, base.String(), c.marshal(), !volatile); err != nil {
 			return s.unavailable("write bitmap chunk "+base.String(), err)
 		}
 	}
@@ -225,7 +225,7 @@ func (s *Store) writeChunk(base netip.Addr, c *chunk) error {
 	return nil
 }
 
-func (s *Store) patchChunk(base netip.Addr, c *chunk) error {
+func (s *Store) patchChunk(base netip.Addr, c *chunk, volatile bool) error {
 	f, err := safefs.Open(filepath.Join(s.dir, bitmapDir, base.String()), os.O_WRONLY, 0)
 	if err != nil {
 		return err
@@ -238,6 +238,10 @@ func (s *Store) patchChunk(base netip.Addr, c *chunk) error {
 			return err
 		}
 	}
+	if volatile {
+		return f.Close()
+	}
+	s.syncs++
 	if err := syscall.Fdatasync(int(f.Fd())); err != nil {
 		_ = f.Close() // the sync error is the one to report
 		return err
@@ -247,8 +251,8 @@ func (s *Store) patchChunk(base netip.Addr, c *chunk) error {
 
 // setBits sets or clears the bits of ips and writes each changed chunk
 // durably before returning, which is what the ordering described above
-// relies on.
-func (s *Store) setBits(ips []netip.Addr, v bool) error {
+// relies on; volatile only writes them (see Options.Volatile).
+func (s *Store) setBits(ips []netip.Addr, v, volatile bool) error {
 	changed := map[netip.Addr]*chunk{}
 	for _, ip := range ips {
 		base := chunkBase(ip)
@@ -262,7 +266,7 @@ func (s *Store) setBits(ips []netip.Addr, v bool) error {
 		}
 	}
 	for base, c := range changed {
-		if err := s.writeChunk(base, c); err != nil {
+		if err := s.writeChunk(base, c, volatile); err != nil {
 			delete(s.chunks, base) // the cached copy no longer matches the file
 			return err
 		}

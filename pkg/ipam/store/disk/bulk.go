@@ -32,7 +32,7 @@ func (s *Store) ReleaseLeases(_ context.Context, leases []store.Lease) ([]netip.
 		ips = append(ips, l.IP)
 		entries[store.Attachment{ContainerID: l.ContainerID, IfName: l.IfName}] = true
 	}
-	if err := s.removeLeases(ips); err != nil {
+	if err := s.removeLeases(ips, false); err != nil {
 		return nil, fmt.Errorf("release %d leases: %w", len(ips), err)
 	}
 	var errs []error
@@ -42,7 +42,7 @@ func (s *Store) ReleaseLeases(_ context.Context, leases []store.Lease) ([]netip.
 		}
 	}
 	if len(errs) == 0 && len(entries) > 0 {
-		if err := syncDir(filepath.Join(s.dir, attachDir)); err != nil {
+		if err := s.syncDir(filepath.Join(s.dir, attachDir)); err != nil {
 			errs = append(errs, s.unavailable("sync attachments", err))
 		}
 	}
@@ -50,7 +50,7 @@ func (s *Store) ReleaseLeases(_ context.Context, leases []store.Lease) ([]netip.
 }
 
 // Restamp replaces the record of l.IP, which l's attachment must hold,
-// with l (store.Restamper): written beside it, synced and renamed over it,
+// with l (store.Restamper): written beside it, synced (unless volatile) and renamed over it,
 // so that a crash leaves the old record or the new one.
 func (s *Store) Restamp(_ context.Context, l store.Lease) error {
 	if err := s.requireLock("restamp"); err != nil {
@@ -67,7 +67,7 @@ func (s *Store) Restamp(_ context.Context, l store.Lease) error {
 	if old.ContainerID != l.ContainerID || old.IfName != l.IfName {
 		return fmt.Errorf("restamp %s: held by %s/%s: %w", l.IP, old.ContainerID, old.IfName, store.ErrNotFound)
 	}
-	if err := s.writeFileMode(leaseDir, l.IP.String(), encodeLease(l), true, false); err != nil {
+	if err := s.writeFileMode(leaseDir, l.IP.String(), encodeLease(l), !s.volatile(l), false); err != nil {
 		return s.unavailable("restamp "+l.IP.String(), err)
 	}
 	return nil

@@ -40,6 +40,13 @@
 // a set bit without a lease, so neither a DEL nor the allocator is misled.
 // Only outside damage (a disk error, a hand edit) produces those; fsck
 // detects and repairs them.
+//
+// Leases that live as long as the boot (Options.Boot with Volatile, see
+// boot.go) are written in the same order but without the fsyncs: the
+// order is what other processes see, so a crashed plugin leaves the same
+// states as above; a power cut, which ends every container of the boot,
+// can leave any of these writes lost or torn, and the first call of the
+// next boot repairs the store before anything else reads it.
 package disk
 
 import (
@@ -83,6 +90,17 @@ type Options struct {
 	// lines do not name the network: the caller's logger does (the
 	// plugin's names it on every line; see also slog.Logger.With).
 	Log *slog.Logger
+	// Boot is the identity of this host and boot (both fields set, or
+	// neither). With it, the first lock taken in a boot repairs what a
+	// power cut may have left of an earlier boot's volatile writes
+	// (boot.go).
+	Boot Boot
+	// Volatile (with Boot) writes the leases stamped with exactly this
+	// host and boot, and their index entries and bitmap bits, without
+	// fsync. Only for stores whose leases of an earlier boot are released
+	// after a reboot (the plugin's reclaimAfterReboot): a power cut ends
+	// every container whose lease it could lose.
+	Volatile bool
 }
 
 // Store is the directory store of one network.
@@ -94,6 +112,9 @@ type Store struct {
 	lockFile *os.File
 	locked   bool
 	chunks   map[netip.Addr]*chunk // bitmap chunks read under the current lock
+	syncs    int                   // fsyncs issued, for tests
+	// bootChecked: checkBoot has run (boot.go).
+	bootChecked bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -202,6 +223,7 @@ func (s *Store) writeFileMode(sub, name string, data []byte, durable, exclusive 
 		return err
 	}
 	if durable {
+		s.syncs++
 		if err = f.Sync(); err != nil {
 			_ = f.Close() // the sync error is the one to report
 			return err
@@ -222,7 +244,7 @@ func (s *Store) writeFileMode(sub, name string, data []byte, durable, exclusive 
 		return err
 	}
 	if durable {
-		return syncDir(dir)
+		return s.syncDir(dir)
 	}
 	return nil
 }
@@ -235,7 +257,8 @@ func (s *Store) removeFile(sub, name string) error {
 	return err
 }
 
-func syncDir(dir string) error {
+func (s *Store) syncDir(dir string) error {
+	s.syncs++
 	d, err := safefs.OpenDir(dir)
 	if err != nil {
 		return err
@@ -288,13 +311,13 @@ func (s *Store) readAttach(containerID, ifName string) ([]netip.Addr, error) {
 	return decodeAttach(containerID, ifName, b)
 }
 
-// writeAttach replaces an index entry durably, or removes it when ips is
-// empty.
+// writeAttach replaces an index entry (durably unless volatile), or
+// removes it when ips is empty.
 //
 // Removal is not fsynced: an entry that comes back after a power cut names
 // addresses its attachment no longer holds, which every reader tolerates
 // (see the package comment), so the fsync would buy nothing.
-func (s *Store) writeAttach(containerID, ifName string, ips []netip.Addr) error {
+func (s *Store) writeAttach(containerID, ifName string, ips []netip.Addr, volatile bool) error {
 	name := attachName(containerID, ifName)
 	if len(ips) == 0 {
 		if err := s.removeFile(attachDir, name); err != nil {
@@ -302,7 +325,7 @@ func (s *Store) writeAttach(containerID, ifName string, ips []netip.Addr) error 
 		}
 		return nil
 	}
-	if err := s.writeFile(attachDir, name, encodeAttach(containerID, ifName, ips), true); err != nil {
+	if err := s.writeFile(attachDir, name, encodeAttach(containerID, ifName, ips), !volatile); err != nil {
 		return s.unavailable("write attachment "+name, err)
 	}
 	return nil
@@ -317,6 +340,7 @@ func (s *Store) Reserve(_ context.Context, l store.Lease) error {
 	if err != nil {
 		return err
 	}
+	volatile := s.volatile(l)
 
 	// 1. Intent: the index entry names the address before the lease exists.
 	ips, err := s.readAttach(l.ContainerID, l.IfName)
@@ -325,22 +349,22 @@ func (s *Store) Reserve(_ context.Context, l store.Lease) error {
 	}
 	added := !slices.Contains(ips, l.IP)
 	if added {
-		if err := s.writeAttach(l.ContainerID, l.IfName, append(slices.Clone(ips), l.IP)); err != nil {
+		if err := s.writeAttach(l.ContainerID, l.IfName, append(slices.Clone(ips), l.IP), volatile); err != nil {
 			return fmt.Errorf("reserve %s: %w", l.IP, err)
 		}
 	}
 
 	// 2. The lease itself: create-if-absent.
-	err = s.writeFileMode(leaseDir, l.IP.String(), encodeLease(l), true, true)
+	err = s.writeFileMode(leaseDir, l.IP.String(), encodeLease(l), !volatile, true)
 	if errors.Is(err, errExist) {
-		return s.conflict(l, ips, added)
+		return s.conflict(l, ips, added, volatile)
 	}
 	if err != nil {
 		return s.unavailable("write lease "+l.IP.String(), err)
 	}
 
 	// 3. The bitmap, only once the lease is durable.
-	if err := s.setBits([]netip.Addr{l.IP}, true); err != nil {
+	if err := s.setBits([]netip.Addr{l.IP}, true, volatile); err != nil {
 		return fmt.Errorf("reserve %s: %w", l.IP, err)
 	}
 	return nil
@@ -348,12 +372,12 @@ func (s *Store) Reserve(_ context.Context, l store.Lease) error {
 
 // conflict reports that l.IP is taken, undoes the intent recorded for it
 // and makes sure the bitmap shows the address as used.
-func (s *Store) conflict(l store.Lease, ips []netip.Addr, added bool) error {
+func (s *Store) conflict(l store.Lease, ips []netip.Addr, added, volatile bool) error {
 	var undo error
 	if added {
-		undo = s.writeAttach(l.ContainerID, l.IfName, ips)
+		undo = s.writeAttach(l.ContainerID, l.IfName, ips, volatile)
 	}
-	bitErr := s.setBits([]netip.Addr{l.IP}, true)
+	bitErr := s.setBits([]netip.Addr{l.IP}, true, false)
 	if err := errors.Join(undo, bitErr); err != nil {
 		// Harmless if left as is (see the package comment); worth a line.
 		s.log.Warn("could not tidy after a reserve conflict", "ip", l.IP, "err", err)
@@ -375,12 +399,12 @@ func (s *Store) Release(_ context.Context, ip netip.Addr) error {
 	if errors.Is(err, store.ErrNotFound) {
 		// Keep the bitmap honest even so; a set bit without a lease is
 		// the one state it must never show.
-		return errors.Join(fmt.Errorf("release %s: %w", ip, err), s.setBits([]netip.Addr{ip}, false))
+		return errors.Join(fmt.Errorf("release %s: %w", ip, err), s.setBits([]netip.Addr{ip}, false, false))
 	}
 	if err != nil && !errors.Is(err, store.ErrCorrupt) {
 		return fmt.Errorf("release %s: %w", ip, err)
 	}
-	if err := s.removeLeases([]netip.Addr{ip}); err != nil {
+	if err := s.removeLeases([]netip.Addr{ip}, s.volatile(l)); err != nil {
 		return fmt.Errorf("release %s: %w", ip, err)
 	}
 	if l.ContainerID == "" { // damaged record: the holder is unknown
@@ -393,19 +417,19 @@ func (s *Store) Release(_ context.Context, ip netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("release %s: %w", ip, err)
 	}
-	if err := s.writeAttach(l.ContainerID, l.IfName, slices.DeleteFunc(ips, func(a netip.Addr) bool { return a == ip })); err != nil {
+	if err := s.writeAttach(l.ContainerID, l.IfName, slices.DeleteFunc(ips, func(a netip.Addr) bool { return a == ip }), s.volatile(l)); err != nil {
 		return fmt.Errorf("release %s: %w", ip, err)
 	}
 	return nil
 }
 
 // removeLeases clears the bits of ips durably, then removes their lease
-// files and syncs the directory.
-func (s *Store) removeLeases(ips []netip.Addr) error {
+// files and syncs the directory; volatile skips both syncs.
+func (s *Store) removeLeases(ips []netip.Addr, volatile bool) error {
 	if len(ips) == 0 {
 		return nil
 	}
-	if err := s.setBits(ips, false); err != nil {
+	if err := s.setBits(ips, false, volatile); err != nil {
 		return err
 	}
 	for _, ip := range ips {
@@ -413,7 +437,10 @@ func (s *Store) removeLeases(ips []netip.Addr) error {
 			return s.unavailable("remove lease "+ip.String(), err)
 		}
 	}
-	if err := syncDir(filepath.Join(s.dir, leaseDir)); err != nil {
+	if volatile {
+		return nil
+	}
+	if err := s.syncDir(filepath.Join(s.dir, leaseDir)); err != nil {
 		return s.unavailable("sync leases", err)
 	}
 	return nil
@@ -444,21 +471,23 @@ func (s *Store) ReleaseByID(ctx context.Context, containerID, ifName string) ([]
 		return nil, fmt.Errorf("release %s: %w", subject, err)
 	}
 	var mine []netip.Addr
+	volatile := true // unless one of the leases is not
 	for _, ip := range ips {
 		l, err := s.readLease(ip)
 		switch {
 		case err == nil && l.ContainerID == containerID && l.IfName == ifName:
 			mine = append(mine, ip)
+			volatile = volatile && s.volatile(l)
 		case errors.Is(err, store.ErrCorrupt):
 			s.log.Warn("lease damaged; leaving it for fsck", "attachment", subject, "ip", ip, "err", err)
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			return nil, fmt.Errorf("release %s: %w", subject, err)
 		}
 	}
-	if err := s.removeLeases(mine); err != nil {
+	if err := s.removeLeases(mine, volatile); err != nil {
 		return nil, fmt.Errorf("release %s: %w", subject, err)
 	}
-	if err := s.writeAttach(containerID, ifName, nil); err != nil {
+	if err := s.writeAttach(containerID, ifName, nil, volatile); err != nil {
 		return mine, fmt.Errorf("release %s: %w", subject, err)
 	}
 	return mine, nil

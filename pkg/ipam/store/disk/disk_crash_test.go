@@ -159,7 +159,7 @@ func TestIntentWithoutLease(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
 	do(t, s, func() error {
-		return s.writeAttach("c1", "eth0", []netip.Addr{netip.MustParseAddr("10.0.0.2")})
+		return s.writeAttach("c1", "eth0", []netip.Addr{netip.MustParseAddr("10.0.0.2")}, false)
 	})
 	do(t, s, func() error {
 		got, err := s.GetByID(bg, "c1", "eth0")
@@ -193,7 +193,7 @@ func TestIntentOnForeignLease(t *testing.T) {
 		if err := s.Reserve(bg, l("10.0.0.2", "owner")); err != nil {
 			return err
 		}
-		return s.writeAttach("c1", "eth0", []netip.Addr{netip.MustParseAddr("10.0.0.2")})
+		return s.writeAttach("c1", "eth0", []netip.Addr{netip.MustParseAddr("10.0.0.2")}, false)
 	})
 	do(t, s, func() error {
 		if _, err := s.ReleaseByID(bg, "c1", "eth0"); err != nil {
@@ -258,7 +258,7 @@ func TestBitmapRepair(t *testing.T) {
 			t.Errorf("NextFree over a rebuilt chunk: got %v, %v; want 10.0.0.3", ip, err)
 		}
 		// Now fake a leaked bit.
-		return s.setBits([]netip.Addr{netip.MustParseAddr("10.0.0.5")}, true)
+		return s.setBits([]netip.Addr{netip.MustParseAddr("10.0.0.5")}, true, false)
 	})
 	if rep := fsck(t, s, true); kinds(rep) != "bitmap" {
 		t.Errorf("fsck: got %v, want bitmap", rep.Problems)

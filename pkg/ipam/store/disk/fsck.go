@@ -268,7 +268,7 @@ func (f *fsckRun) reindex() error {
 		case f.damagedIndex[at]:
 			// Already reported; the repair rewrites it from the leases.
 			if f.repair {
-				if err := s.writeAttach(at.id, at.ifName, ips); err != nil {
+				if err := s.writeAttach(at.id, at.ifName, ips, false); err != nil {
 					return fmt.Errorf("repair %s: %w", rel, err)
 				}
 			}
@@ -282,7 +282,7 @@ func (f *fsckRun) reindex() error {
 		default:
 			p = Problem{Kind: "stale-index", Where: rel, Detail: fmt.Sprintf("lists %v, the leases say %v", have, ips)}
 		}
-		if err := f.fix(p, func() error { return s.writeAttach(at.id, at.ifName, ips) }); err != nil {
+		if err := f.fix(p, func() error { return s.writeAttach(at.id, at.ifName, ips, false) }); err != nil {
 			return err
 		}
 	}
@@ -362,7 +362,7 @@ func (f *fsckRun) bitmap() error {
 			if c.empty() {
 				return s.removeFile(bitmapDir, base.String())
 			}
-			return s.writeChunk(base, c) // c.onDisk is false: written whole
+			return s.writeChunk(base, c, false) // c.onDisk is false: written whole
 		}); err != nil {
 			return err
 		}
@@ -408,5 +408,5 @@ func (s *Store) quarantine(rel string) error {
 	if err := os.Rename(filepath.Join(s.dir, rel), dst); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(filepath.Join(s.dir, rel)))
+	return s.syncDir(filepath.Dir(filepath.Join(s.dir, rel)))
 }

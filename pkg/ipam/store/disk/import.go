@@ -82,7 +82,7 @@ func (s *Store) Import(_ context.Context, leases []store.Lease) (int, error) {
 		added = append(added, l.IP)
 	}
 	syscall.Sync() // one flush for every file above, before any bit is set
-	if err := s.setBits(added, true); err != nil {
+	if err := s.setBits(added, true, false); err != nil {
 		return 0, fmt.Errorf("import: %w", err)
 	}
 	return len(added) - len(conflicts), errors.Join(conflicts...)

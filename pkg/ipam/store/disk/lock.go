@@ -33,6 +33,9 @@ func (s *Store) Lock(ctx context.Context) error {
 		return s.unavailable("lock", err)
 	}
 	s.locked = true
+	if err := s.checkBoot(); err != nil {
+		return errors.Join(err, s.Unlock())
+	}
 	return nil
 }
 
