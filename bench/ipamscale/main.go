@@ -241,9 +241,10 @@ func timeSweep(bin, dataDir string, n int) (*samples.Sweep, error) {
 		return nil, err
 	}
 	// Made in an earlier boot, before this one began: the sweep keeps any
-	// lease created since (holder.Identity.BootTime).
-	made := id.BootTime.Add(-time.Hour)
-	if id.BootTime.IsZero() {
+	// lease created since (holder.BootTime).
+	bootTime := holder.BootTime()
+	made := bootTime.Add(-time.Hour)
+	if bootTime.IsZero() {
 		made = time.Now().Add(-time.Hour)
 	}
 	if err := fillOursAs(dataDir, n, store.Lease{Host: id.Host, Boot: "an-earlier-boot", Created: made}); err != nil {

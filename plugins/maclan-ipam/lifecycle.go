@@ -48,7 +48,6 @@ func (lc lifecycle) options(conf *ipamconf.Conf, log *slog.Logger) allocator.Opt
 		Spread:     spreadID(conf, lc.id),
 		StickyFor:  time.Duration(conf.StickyFor),
 		StaleAfter: time.Duration(conf.StaleAfter),
-		BootTime:   lc.id.BootTime,
 		NetnsGone:  holder.NetnsGone,
 	}
 }
@@ -96,7 +95,9 @@ func (lc lifecycle) sweepAfterBoot(ctx context.Context, conf *ipamconf.Conf, st 
 	if readSmall(marker) == lc.id.Boot {
 		return
 	}
-	gone, err := allocator.New(st, nil, lc.options(conf, log)).SweepEarlierBoots(ctx)
+	opts := lc.options(conf, log)
+	opts.BootTime = holder.BootTime() // read here, once per boot: no other call needs it
+	gone, err := allocator.New(st, nil, opts).SweepEarlierBoots(ctx)
 	if err != nil {
 		log.Warn("releasing the leases of earlier boots failed; the next call tries again", "err", err)
 		return

@@ -79,7 +79,8 @@ func (a *attachment) attach(ctx context.Context) error {
 	// An IPAM that keeps state only runs while the link is made: the two do
 	// not depend on each other until the addresses go on the link. It is
 	// forked now, from the runtime's namespace, before this thread enters
-	// any other. Any other IPAM (dhcp, say) works on the container's
+	// any other (maclan-ipam in process runs now, on this thread:
+	// startInProcess). Any other IPAM (dhcp, say) works on the container's
 	// interface, so it starts once the link exists.
 	if stateOnlyIPAM(a.conf.IPAM.Type) {
 		if err := a.startIPAM(ctx); err != nil {

@@ -52,9 +52,11 @@ type delegation struct {
 }
 
 // startDelegate starts the call and returns at once, so that the caller
-// can do its own netlink work while the IPAM runs. The child is forked from
-// the calling thread, which must be in the namespace the IPAM expects (the
-// runtime's): callers start it before they enter any other.
+// can do its own netlink work while the IPAM runs (an in-process call other
+// than DEL has already run to its end: startInProcess says why). The child
+// is forked from the calling thread, and an in-process call runs on it, so
+// that thread must be in the namespace the IPAM expects (the runtime's):
+// callers start it before they enter any other.
 func startDelegate(ctx context.Context, command, plugin string, stdin []byte, env ...string) (*delegation, error) {
 	path, err := findInPath(plugin, filepath.SplitList(os.Getenv("CNI_PATH")))
 	if err != nil {

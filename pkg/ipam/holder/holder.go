@@ -24,9 +24,6 @@ type Identity struct {
 	// MachineID: Host is /etc/machine-id (or the test override), not the
 	// hostname, which other hosts may share.
 	MachineID bool
-	// BootTime is when this boot began (/proc/stat btime); zero when the
-	// boot is simulated (MACLAN_TEST_BOOT_ID) or unknown.
-	BootTime time.Time
 }
 
 // The files the identity is read from, and the test-only overrides.
@@ -56,20 +53,25 @@ func Current() (Identity, error) {
 		host = h
 	}
 	boot := os.Getenv(bootEnv)
-	var since time.Time
 	if boot == "" {
 		boot = firstLine(bootIDFile)
-		since = bootTime()
 	}
 	if boot == "" {
 		return Identity{}, fmt.Errorf("boot identity: %s is unreadable", bootIDFile)
 	}
-	return Identity{Host: host, Boot: boot, MachineID: machineID, BootTime: since}, nil
+	return Identity{Host: host, Boot: boot, MachineID: machineID}, nil
 }
 
-// bootTime reads when this boot began: the btime line of /proc/stat
-// (proc(5)), in seconds since the epoch. Zero if unreadable.
-func bootTime() time.Time {
+// BootTime returns when this boot began: the btime line of /proc/stat
+// (proc(5)), in seconds since the epoch. It is zero when the boot is
+// simulated (MACLAN_TEST_BOOT_ID) or /proc/stat is unreadable. It is not
+// part of Identity because only the sweep after a reboot needs it, and
+// /proc/stat, which the kernel generates on each read with a line per CPU
+// and per interrupt, is slow to read on every call.
+func BootTime() time.Time {
+	if os.Getenv(bootEnv) != "" {
+		return time.Time{}
+	}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return time.Time{}

@@ -17,6 +17,9 @@ func TestCurrentOverrides(t *testing.T) {
 	if id != (Identity{Host: "host-a", Boot: "boot-1", MachineID: true}) {
 		t.Errorf("got %+v", id)
 	}
+	if bt := BootTime(); !bt.IsZero() {
+		t.Errorf("boot time %v under a simulated boot, want zero", bt)
+	}
 }
 
 func TestCurrentReadsTheKernel(t *testing.T) {
@@ -29,8 +32,8 @@ func TestCurrentReadsTheKernel(t *testing.T) {
 	if id.Host == "" || len(id.Boot) != 36 {
 		t.Errorf("got %+v, want a host and a 36-character boot UUID", id)
 	}
-	if id.BootTime.IsZero() || id.BootTime.After(time.Now()) {
-		t.Errorf("boot time %v, want a time in the past", id.BootTime)
+	if bt := BootTime(); bt.IsZero() || bt.After(time.Now()) {
+		t.Errorf("boot time %v, want a time in the past", bt)
 	}
 }
 
