@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"golang.org/x/sys/unix"
 
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/holder"
@@ -191,7 +192,7 @@ func detachShim(conf *config.NetConf, id string) error {
 	if !ok {
 		return nil // never attached, or already detached
 	}
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink handle in host netns: %w", err)
 	}

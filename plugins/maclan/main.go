@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/maclan-cni/maclan/pkg/cmdwrap"
 	"github.com/maclan-cni/maclan/pkg/cnierr"
@@ -301,7 +302,7 @@ func cmdStatus(c *command) error {
 }
 
 func masterReady(name string) error {
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink handle: %w", err)
 	}

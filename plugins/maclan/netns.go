@@ -8,6 +8,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/maclan-cni/maclan/pkg/macvlan"
 )
@@ -15,20 +16,24 @@ import (
 // handles opens netlink handles on the container namespace and on the
 // namespace where the master lives (the plugin's own, or the container's
 // with linkInContainer).
+//
+// Only rtnetlink sockets: everything maclan asks is link, address, route or
+// neighbour (without the family, a handle opens xfrm and netfilter sockets
+// too, each entering the namespace again).
 type handles struct {
 	cont, master netlinksafe.Handle
 	where        string
 }
 
 func openHandles(contNS ns.NetNS, linkInContainer bool) (*handles, error) {
-	cont, err := netlinksafe.NewHandleAt(netns.NsHandle(contNS.Fd()))
+	cont, err := netlinksafe.NewHandleAt(netns.NsHandle(contNS.Fd()), unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in container netns %q: %w", contNS.Path(), err)
 	}
 	if linkInContainer {
 		return &handles{cont: cont, master: cont, where: "container"}, nil
 	}
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		cont.Close()
 		return nil, fmt.Errorf("netlink handle in host netns: %w", err)
@@ -83,7 +88,7 @@ func deleteLink(netnsPath, ifName string, log *slog.Logger) error {
 		return fmt.Errorf("open container netns %q: %w", netnsPath, err)
 	}
 	defer contNS.Close()
-	h, err := netlinksafe.NewHandleAt(netns.NsHandle(contNS.Fd()))
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(contNS.Fd()), unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink handle in container netns %q: %w", netnsPath, err)
 	}
