@@ -79,8 +79,7 @@ func encodeLease(l store.Lease) []byte {
 		r.Released = l.Released.UTC()
 	}
 	r.Sum = r.sum()
-	b, _ := json.Marshal(&r) // plain strings and times: cannot fail
-	return append(b, '\n')
+	return r.encode()
 }
 
 // decodeLease decodes the record stored under the file name name. It
@@ -145,8 +144,7 @@ func encodeAttach(containerID, ifName string, ips []netip.Addr) []byte {
 		r.IPs = append(r.IPs, ip.String())
 	}
 	r.Sum = r.sum()
-	b, _ := json.Marshal(&r) // plain strings: cannot fail
-	return append(b, '\n')
+	return r.encode()
 }
 
 func decodeAttach(containerID, ifName string, data []byte) ([]netip.Addr, error) {
