@@ -21,10 +21,9 @@ var _ pluginStore = (*disk.Store)(nil)
 // host and boot (lc).
 //
 // The leases this boot takes in a directory store are written without
-// fsync when the sweep after a reboot releases them (reclaimAfterReboot,
-// the default) and the host's identity is known, so that the sweep can
-// tell them: a power cut, the one thing that could lose them, ends their
-// containers, and the store repairs itself at the next boot (disk/boot.go).
+// fsync when nothing needs them after the boot (volatileLeases): a power
+// cut, the one thing that could lose them, ends their containers, and the
+// store repairs itself at the next boot (disk/boot.go).
 func openStore(conf *ipamconf.Conf, lc lifecycle, log *slog.Logger) (pluginStore, error) {
 	if conf.Store.Type == "etcd" {
 		return openEtcdStore(conf, log)
@@ -32,7 +31,16 @@ func openStore(conf *ipamconf.Conf, lc lifecycle, log *slog.Logger) (pluginStore
 	opts := disk.Options{LockTimeout: lockTimeout(conf), Log: log}
 	if lc.idErr == nil {
 		opts.Boot = disk.Boot{Host: lc.id.Host, ID: lc.id.Boot}
-		opts.Volatile = conf.Reclaim()
+		opts.Volatile = volatileLeases(conf)
 	}
 	return disk.New(conf.Store.Dir, conf.Name, opts)
+}
+
+// volatileLeases reports whether no lease of this boot is needed after it:
+// the sweep after a reboot releases them (reclaimAfterReboot, the
+// default), and none is to become a sticky hold for its workload
+// (stickyFor, off by default), which the sweep makes of the leases it
+// releases and which must then have survived the power cut.
+func volatileLeases(conf *ipamconf.Conf) bool {
+	return conf.Reclaim() && conf.StickyFor <= 0
 }

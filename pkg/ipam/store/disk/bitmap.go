@@ -28,7 +28,10 @@ import (
 // lease written just before a crash), which costs at most one failed
 // create-if-absent, after which Reserve sets the bit. Writers keep the
 // invariant by ordering: a lease is made durable before its bit is set,
-// and a bit is cleared durably before its lease is removed.
+// and a bit is cleared durably before its lease is removed. (For the
+// leases of this boot, written without fsync, the order holds for every
+// other process but not across a power cut; the repair at the next boot
+// rebuilds the bitmap from the lease files: boot.go.)
 //
 // A chunk file is created whole (temporary file, fsync, rename) and then
 // updated in place: the changed 8-byte words are written with pwrite(2)

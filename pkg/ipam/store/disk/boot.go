@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -20,7 +19,8 @@ import (
 // (fsync of the file, then of its directory), five fsyncs per ADD, which
 // are most of an ADD's time in the IPAM. For a lease of this host and
 // boot they buy nothing when the leases of an earlier boot are released at
-// the next boot anyway (the plugin's reclaimAfterReboot, on by default):
+// the next boot anyway and none is to become a sticky hold (the plugin's
+// reclaimAfterReboot, on by default, and stickyFor, off by default):
 //
 //   - a plugin that crashes or is killed loses nothing: its writes are in
 //     the kernel's page cache, which every later reader sees, in the order
@@ -39,10 +39,13 @@ import (
 // directory do not take each other's boots for reboots). The first lock
 // taken in any later boot finds the marker naming another boot and runs
 // fsck --repair (temporary files removed, damaged leases restored for
-// their sole claimant or quarantined, index and bitmap rebuilt from the
+// their sole claimant, as leases of the boot that ended so that the sweep
+// gives them back, or else quarantined; index and bitmap rebuilt from the
 // lease files; every repair durable) before anything reads the store. The
 // sweep after the reboot then releases the leases of the earlier boot as
-// always.
+// always. A repair that fails is logged and the store used as it is: what
+// it could not mend keeps addresses from being handed out, never hands one
+// out twice, where failing every call would take the network down.
 //
 // Conflict records and sticky holds, which must outlive the boot, leases
 // of other hosts or boots, and every write of fsck, Import and the sweep
@@ -94,8 +97,14 @@ func (s *Store) checkBoot() error {
 		return nil
 	}
 	if was != "" {
-		if err := s.repairAfterBoot(was); err != nil {
-			return err
+		// A repair that fails leaves what it could not mend, which loses
+		// addresses (a bit without a lease, a damaged lease) but never
+		// hands one out twice; failing every call of the boot instead
+		// would take the network down. So it is logged, once, and the
+		// boot recorded.
+		if err := s.repairAfterBoot(Boot{Host: b.Host, ID: was}); err != nil {
+			s.log.Error("repairing the store after the end of a boot failed; addresses may stay blocked until 'maclan-ipam fsck --repair' is run",
+				"boot", was, "err", err)
 		}
 	}
 	var werr error
@@ -113,13 +122,13 @@ func (s *Store) checkBoot() error {
 
 // repairAfterBoot makes good what a power cut during boot may have left
 // of the writes made there without fsync (see above).
-func (s *Store) repairAfterBoot(boot string) error {
-	rep, err := s.Fsck(context.Background(), true)
+func (s *Store) repairAfterBoot(ended Boot) error {
+	rep, err := s.fsck(true, ended)
 	if err != nil {
-		return fmt.Errorf("repair after the end of boot %s: %w", boot, err)
+		return fmt.Errorf("repair after the end of boot %s: %w", ended.ID, err)
 	}
 	s.log.Info("this host wrote leases here without fsync in a boot that has ended; repaired what a power cut may have left",
-		"boot", boot, "problems", len(rep.Problems))
+		"boot", ended.ID, "problems", len(rep.Problems))
 	for _, p := range rep.Problems {
 		s.log.Warn("repaired after the end of a boot", "kind", p.Kind, "where", p.Where, "detail", p.Detail)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maclan-cni/maclan/pkg/ipam/allocator"
+	"github.com/maclan-cni/maclan/pkg/ipam/iprange"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
 )
 
@@ -183,5 +185,83 @@ func TestDurableStoreRepairsAndDropsAnOldMarker(t *testing.T) {
 	})
 	if _, err := os.Stat(filepath.Join(dataDir, "net1", bootMarker("h1"))); !os.IsNotExist(err) {
 		t.Errorf("a store no longer written without fsync keeps its boot marker: %v", err)
+	}
+}
+
+func rangeSets(t *testing.T, prefix string) []iprange.RangeSet {
+	t.Helper()
+	set := iprange.RangeSet{{Subnet: netip.MustParsePrefix(prefix)}}
+	if err := set.Canonicalize(); err != nil {
+		t.Fatal(err)
+	}
+	return []iprange.RangeSet{set}
+}
+
+// A container takes X and is deleted in boot b1, all without fsync. The
+// power cut loses the DEL's unlinks and the lease's data: X's lease comes
+// back empty, claimed by the index entry whose removal was lost. The
+// repair restores it for that claimant as a lease of the ended boot, so
+// the sweep gives it back: no DEL will come for it again.
+func TestTornLeaseOfTheEndedBootIsSwept(t *testing.T) {
+	dataDir := t.TempDir()
+	s1 := openBoot(t, dataDir, Boot{Host: "h1", ID: "b1"}, true, nil)
+	x := netip.MustParseAddr("10.0.0.2")
+	entry := filepath.Join(dataDir, "net1", attachDir, "c1=eth0")
+	var saved []byte
+	do(t, s1, func() error {
+		if err := s1.Reserve(bg, stamped(x.String(), "c1", "h1", "b1")); err != nil {
+			return err
+		}
+		saved, _ = os.ReadFile(entry)
+		_, err := s1.ReleaseByID(bg, "c1", "eth0")
+		return err
+	})
+	_ = s1.Close()
+	if err := os.WriteFile(entry, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lease := filepath.Join(dataDir, "net1", leaseDir, x.String())
+	if err := os.WriteFile(lease, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bootTime := time.Now()
+	if err := os.Chtimes(lease, bootTime.Add(-time.Hour), bootTime.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openBoot(t, dataDir, Boot{Host: "h1", ID: "b2"}, true, nil)
+	a := allocator.New(s2, rangeSets(t, "10.0.0.0/29"), allocator.Options{Holder: store.Lease{Host: "h1", Boot: "b2"}, BootTime: bootTime})
+	if _, err := a.SweepEarlierBoots(bg); err != nil {
+		t.Fatal(err)
+	}
+	do(t, s2, func() error {
+		if le, err := s2.Get(bg, x); err == nil {
+			t.Errorf("after the repair and the sweep %s is still held by %s (host %q, boot %q)", x, le.ContainerID, le.Host, le.Boot)
+		}
+		return nil
+	})
+}
+
+// A repair that cannot finish is logged and the store used as it is: its
+// damage can lose addresses, never hand one out twice, and failing every
+// call of the boot would take the network down.
+func TestFailedRepairDoesNotStopTheStore(t *testing.T) {
+	dataDir := t.TempDir()
+	powerCut(t, dataDir)
+	// A leftover that fsck cannot remove: a temporary name on a directory
+	// that is not empty.
+	if err := os.MkdirAll(filepath.Join(dataDir, "net1", cursorDir, tempPrefix+"x", "y"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	for i := range 3 {
+		s := openBoot(t, dataDir, Boot{Host: "h1", ID: "b2"}, true, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err := store.WithLock(bg, s, func() error { return nil }); err != nil {
+			t.Errorf("call %d of the next boot: %v", i, err)
+		}
+		_ = s.Close()
+	}
+	if n := strings.Count(logs.String(), "level=ERROR"); n != 1 {
+		t.Errorf("the failed repair should be logged once, as an error; %d times:\n%s", n, logs.String())
 	}
 }

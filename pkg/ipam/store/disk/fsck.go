@@ -33,11 +33,19 @@ var _ store.Checker = (*Store)(nil)
 // quarantine/ (which frees its address, so it is reported loudly); the
 // index and the bitmap are rebuilt from the leases. The lock must be held.
 func (s *Store) Fsck(_ context.Context, repair bool) (FsckReport, error) {
+	return s.fsck(repair, Boot{})
+}
+
+// fsck is Fsck. A damaged lease restored for its sole claimant records
+// ended, when given, as its host and boot, and its file's time as its
+// creation: the repair after a boot (boot.go) restores leases of that boot,
+// which the sweep must then give back like the rest of it.
+func (s *Store) fsck(repair bool, ended Boot) (FsckReport, error) {
 	if err := s.requireLock("fsck"); err != nil {
 		return FsckReport{}, err
 	}
 	f := &fsckRun{
-		s: s, repair: repair,
+		s: s, repair: repair, ended: ended,
 		valid: map[netip.Addr]store.Lease{}, index: map[attachment][]netip.Addr{},
 		damagedIndex: map[attachment]bool{}, claims: map[netip.Addr][]attachment{},
 	}
@@ -64,6 +72,7 @@ type attachment struct{ id, ifName string }
 type fsckRun struct {
 	s      *Store
 	repair bool
+	ended  Boot // see fsck
 	rep    FsckReport
 
 	valid        map[netip.Addr]store.Lease  // leases that decode
@@ -205,6 +214,12 @@ func (f *fsckRun) damagedLeases() error {
 		owners := f.claims[ip]
 		if len(owners) == 1 {
 			l := store.Lease{IP: ip, ContainerID: owners[0].id, IfName: owners[0].ifName, Created: time.Now()}
+			if f.ended.known() {
+				l.Host, l.Boot = f.ended.Host, f.ended.ID
+				if fi, err := os.Lstat(filepath.Join(s.dir, rel)); err == nil {
+					l.Created = fi.ModTime().UTC()
+				}
+			}
 			if err := f.fix(Problem{Kind: "corrupt-lease", Where: rel, Detail: fmt.Sprintf("damaged; rewritten for its sole claimant %s/%s", l.ContainerID, l.IfName)}, func() error {
 				if err := s.quarantine(rel); err != nil {
 					return err
