@@ -116,6 +116,7 @@ type Doc struct {
 	Floor         string // Markdown table: the floor under an ADD
 	Parallel      string // Markdown table
 	ParallelADD   string // the 100 ADDs' ratio, for the text
+	SequentialADD string // the sequential ADD's ratio, for the text
 	Trace         string // Markdown table
 	IPAM          string // Markdown table
 	Targets       string // Markdown table
@@ -150,6 +151,7 @@ func build(r *samples.Report) *Doc {
 		rt := float64(a.median) / float64(b.median)
 		switch w.Name {
 		case "sequential ADD (IPv4)":
+			d.SequentialADD = fmt.Sprintf("%.3fx", rt)
 			targets = append(targets, target{"sequential ADD", "≤ 0.5x", fmt.Sprintf("%.2fx", rt), rt <= 0.5})
 		case "sequential DEL (IPv4)":
 			targets = append(targets, target{"sequential DEL", "≤ 1x", fmt.Sprintf("%.2fx", rt), rt <= 1})
