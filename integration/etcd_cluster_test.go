@@ -150,26 +150,7 @@ func (f *faultLab) settle(t *testing.T, ok []*etcdAttachment) (dups, leftovers i
 			t.Errorf("STATUS on %s after recovery: %v", h.name, err)
 		}
 	}
-	var held map[string]string
-	expiry := time.Now().Add(2 * time.Minute) // hang guard: the reservations' TTL (15 s)
-	for {
-		held = f.e.leases(t, f.hosts[0])
-		if len(held) == len(want) || time.Now().After(expiry) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond) // polling the expiry of dropped reservations
-	}
-	for ip, ctr := range want {
-		if held[ip] != ctr {
-			t.Errorf("lease of %s: held by %q, want %s (its ADD succeeded)", ip, held[ip], ctr)
-		}
-	}
-	for ip, ctr := range held {
-		if want[ip] != ctr {
-			leftovers++
-			t.Errorf("lease of %s held by %s, whose ADD failed", ip, ctr)
-		}
-	}
+	leftovers = wantSettledLeases(t, func() map[string]string { return f.e.leases(t, f.hosts[0]) }, want)
 	if out, err := f.e.cli(t, f.hosts[1], "fsck"); err != nil || !strings.Contains(out, " 0 problems") {
 		t.Errorf("fsck after recovery: %v\n%s", err, out)
 	}

@@ -358,6 +358,36 @@ func (e etcdNet) cli(t *testing.T, args ...string) (string, error) {
 }
 
 // leases returns the network's leases, address → container ID.
+// wantSettledLeases waits until the leases (address: container) that
+// leases reads number as many as want, for at most 2 minutes (the
+// reservations an interrupted ADD leaves expire after their TTL, 15 s),
+// then reports every difference from want and returns how many leases no
+// successful ADD holds.
+func wantSettledLeases(t *testing.T, leases func() map[string]string, want map[string]string) (leftovers int) {
+	t.Helper()
+	var held map[string]string
+	expiry := time.Now().Add(2 * time.Minute) // hang guard
+	for {
+		held = leases()
+		if len(held) == len(want) || time.Now().After(expiry) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // polling the expiry of dropped reservations
+	}
+	for ip, ctr := range want {
+		if held[ip] != ctr {
+			t.Errorf("lease of %s: held by %q, want %s (its ADD succeeded)", ip, held[ip], ctr)
+		}
+	}
+	for ip, ctr := range held {
+		if want[ip] != ctr {
+			leftovers++
+			t.Errorf("lease of %s held by %s, whose ADD failed", ip, ctr)
+		}
+	}
+	return leftovers
+}
+
 func (e etcdNet) leases(t *testing.T) map[string]string {
 	t.Helper()
 	out, err := e.cli(t, "ls", "-o", "json")
@@ -535,25 +565,7 @@ func TestEtcdStoppedMidBurst(t *testing.T) {
 		}
 		want[at.ip(t)] = at.ctr.name
 	}
-	var held map[string]string
-	expiry := time.Now().Add(2 * time.Minute) // hang guard: TTL (15 s) after etcd's restart
-	for {
-		held = e.leases(t)
-		if len(held) == len(want) || time.Now().After(expiry) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond) // polling the expiry of dropped reservations
-	}
-	for ip, ctr := range want {
-		if held[ip] != ctr {
-			t.Errorf("lease of %s: held by %q, want %s (its ADD succeeded)", ip, held[ip], ctr)
-		}
-	}
-	for ip, ctr := range held {
-		if want[ip] != ctr {
-			t.Errorf("lease of %s held by %s, whose ADD failed", ip, ctr)
-		}
-	}
+	wantSettledLeases(t, func() map[string]string { return e.leases(t) }, want)
 	if out, err := e.cli(t, "fsck"); err != nil || !strings.Contains(out, " 0 problems") {
 		t.Errorf("fsck after etcd came back: %v\n%s", err, out)
 	}

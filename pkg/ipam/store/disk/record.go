@@ -1,12 +1,8 @@
 package disk
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -94,7 +90,7 @@ func decodeLease(name string, data []byte) (store.Lease, error) {
 // decodeLeaseVersion is decodeLease, also returning the record's version.
 func decodeLeaseVersion(name string, data []byte) (store.Lease, int, error) {
 	var r leaseRecord
-	if err := strictDecode(data, &r); err != nil {
+	if err := store.DecodeRecord(data, &r); err != nil {
 		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
 	}
 	v1Extra := r.Host != "" || r.Boot != "" || r.Netns != "" || r.Workload != "" || r.WorkloadUID != "" || !r.Released.IsZero()
@@ -150,7 +146,7 @@ func encodeAttach(containerID, ifName string, ips []netip.Addr) []byte {
 func decodeAttach(containerID, ifName string, data []byte) ([]netip.Addr, error) {
 	var r attachRecord
 	subject := attachName(containerID, ifName)
-	if err := strictDecode(data, &r); err != nil {
+	if err := store.DecodeRecord(data, &r); err != nil {
 		return nil, fmt.Errorf("attachment %s: %w: %w", subject, store.ErrCorrupt, err)
 	}
 	if r.Version != recordVersion || r.Sum != r.sum() || r.ContainerID != containerID || r.IfName != ifName {
@@ -178,16 +174,4 @@ func attachName(containerID, ifName string) string { return containerID + "=" + 
 func splitAttachName(name string) (containerID, ifName string, ok bool) {
 	containerID, ifName, ok = strings.Cut(name, "=")
 	return containerID, ifName, ok && store.ValidateAttachment(containerID, ifName) == nil
-}
-
-func strictDecode(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("trailing data after the record")
-	}
-	return nil
 }

@@ -1,11 +1,8 @@
 package etcd
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"time"
 
@@ -53,15 +50,7 @@ func encodeLease(l store.Lease) []byte {
 // fields, no trailing data, valid names and the key's own address.
 func decodeLease(ip netip.Addr, data []byte) (store.Lease, error) {
 	var r leaseRecord
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&r)
-	if err == nil {
-		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-			err = errors.New("trailing data after the record")
-		}
-	}
-	if err != nil {
+	if err := store.DecodeRecord(data, &r); err != nil {
 		return store.Lease{}, fmt.Errorf("lease %s: %w: %w", ip, store.ErrCorrupt, err)
 	}
 	v1Extra := r.Host != "" || r.Boot != "" || r.Netns != "" || r.Workload != "" || r.WorkloadUID != "" || !r.Released.IsZero()
