@@ -98,9 +98,10 @@ type Options struct {
 	Boot Boot
 	// Volatile (with Boot) writes the leases stamped with exactly this
 	// host and boot, and their index entries and bitmap bits, without
-	// fsync. Only for stores whose leases of an earlier boot are released
-	// after a reboot (the plugin's reclaimAfterReboot): a power cut ends
-	// every container whose lease it could lose.
+	// fsync. Only for stores whose leases nothing needs after the boot:
+	// the plugin's reclaimAfterReboot on and stickyFor off (its
+	// volatileLeases); a power cut ends every container whose lease it
+	// could lose.
 	Volatile bool
 }
 
@@ -364,7 +365,8 @@ func (s *Store) Reserve(_ context.Context, l store.Lease) error {
 		return s.unavailable("write lease "+l.IP.String(), err)
 	}
 
-	// 3. The bitmap, only once the lease is durable.
+	// 3. The bitmap, only once the lease is written (durably unless
+	// volatile).
 	if err := s.setBits([]netip.Addr{l.IP}, true, volatile); err != nil {
 		return fmt.Errorf("reserve %s: %w", l.IP, err)
 	}
