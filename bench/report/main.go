@@ -344,8 +344,8 @@ func traceTable(tr map[string][]int64) string {
 
 // stepRank orders the steps as the code runs them.
 func stepRank(step string) string {
-	steps := []string{"skel", "logger", "parse", "ipam start", "netns+handles", "master lookup", "link create+rename", "link delete",
-		"ipam exec", "ipam wait", "configure: link lookup", "configure: sysctls", "configure: addresses+up", "configure: DAD wait",
+	steps := []string{"skel", "logger", "parse", "ipam start", "netns+handles", "master lookup", "link create", "link delete",
+		"ipam exec", "ipam wait", "configure: enter netns", "configure: sysctls", "configure: addresses+up", "configure: DAD wait",
 		"configure: routes", "configure: announce", "print result"}
 	if i := slices.Index(steps, step); i >= 0 {
 		return fmt.Sprintf("%02d", i)

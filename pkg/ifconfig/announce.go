@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -29,13 +30,13 @@ import (
 // IPv6 gets count unsolicited neighbour advertisements with the override
 // flag (RFC 4861, section 7.2.6) through raw ICMPv6 sockets, which close
 // without a grace period.
-func announce(link netlink.Link, ips []*current.IPConfig, count int) error {
+func announce(h netlinksafe.Handle, link netlink.Link, ips []*current.IPConfig, count int) error {
 	if count <= 0 {
 		return nil
 	}
 	mac := link.Attrs().HardwareAddr
 	idx := link.Attrs().Index
-	resolveGateways(idx, ips)
+	resolveGateways(h, idx, ips)
 	for i := 0; i < count; i++ {
 		for _, ipc := range ips {
 			if ipc.Address.IP.To4() != nil {
@@ -58,7 +59,7 @@ const maxResolvedGateways = 4
 // the link (see announce). Best effort: the addresses are configured and
 // the kernel's gratuitous ARP has gone out; a gateway that cannot be asked
 // now learns the MAC from the container's first packet.
-func resolveGateways(idx int, ips []*current.IPConfig) {
+func resolveGateways(h netlinksafe.Handle, idx int, ips []*current.IPConfig) {
 	var done []net.IP
 	for _, ipc := range ips {
 		gw := ipc.Gateway.To4()
@@ -67,7 +68,7 @@ func resolveGateways(idx int, ips []*current.IPConfig) {
 			continue
 		}
 		done = append(done, gw)
-		_ = netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, IP: gw, Flags: netlink.NTF_USE}) // best effort, above
+		_ = h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, IP: gw, Flags: netlink.NTF_USE}) // best effort, above
 	}
 }
 

@@ -1,7 +1,9 @@
 // Package ifconfig puts an IPAM result on a container interface: addresses,
 // link up, IPv6 duplicate address detection, routes, and the announcements
-// that tell the LAN where the addresses now live. Its functions act on the
-// calling thread's network namespace; callers run them inside ns.Do.
+// that tell the LAN where the addresses now live. Links, addresses, routes
+// and neighbours change through a netlink handle bound to the container's
+// namespace; sysctls, the DAD wait and the IPv6 announcements act on the
+// calling thread's network namespace, which must be the container's too.
 package ifconfig
 
 import (
@@ -49,15 +51,13 @@ func (o *Options) step(name string) {
 	}
 }
 
-// Configure applies the addresses and routes of res to the link ifName in
-// the current network namespace, brings it up, waits for IPv6 DAD and
-// announces the addresses. Every IPConfig applies to ifName.
-func Configure(ifName string, res *current.Result, opts Options) error {
-	link, err := netlinksafe.LinkByName(ifName)
-	if err != nil {
-		return fmt.Errorf("look up %q: %w", ifName, err)
-	}
-	opts.step("configure: link lookup")
+// Configure applies the addresses and routes of res to link through h,
+// brings it up, waits for IPv6 DAD and announces the addresses. link is the
+// container's view of the link (its index, name and MAC there), h is bound
+// to the container's namespace, and the calling thread must be in it (see
+// the package comment). Every IPConfig applies to link.
+func Configure(h netlinksafe.Handle, link netlink.Link, res *current.Result, opts Options) error {
+	ifName := link.Attrs().Name
 	v4gw, v6gw, hasV6 := gateways(res.IPs)
 	restore, err := setSysctls(ifName, hasV6, opts.DADRetrans)
 	if err != nil {
@@ -65,7 +65,7 @@ func Configure(ifName string, res *current.Result, opts Options) error {
 	}
 	defer restore()
 	opts.step("configure: sysctls")
-	if err := addAddressesUp(link, res.IPs); err != nil {
+	if err := addAddressesUp(h, link, res.IPs); err != nil {
 		return err
 	}
 	opts.step("configure: addresses+up")
@@ -76,13 +76,13 @@ func Configure(ifName string, res *current.Result, opts Options) error {
 		opts.step("configure: DAD wait")
 	}
 	for _, r := range res.Routes {
-		if err := addRoute(link, r, v4gw, v6gw); err != nil {
+		if err := addRoute(h, link, r, v4gw, v6gw); err != nil {
 			return err
 		}
 	}
 	opts.step("configure: routes")
 	defer opts.step("configure: announce")
-	return announce(link, res.IPs, opts.Announcements)
+	return announce(h, link, res.IPs, opts.Announcements)
 }
 
 // gateways returns the first gateway of each family in ips, and whether
@@ -121,15 +121,15 @@ func setSysctls(ifName string, hasV6 bool, dadRetrans time.Duration) (restore fu
 	return fastDAD(ifName, dadRetrans)
 }
 
-func addAddressesUp(link netlink.Link, ips []*current.IPConfig) error {
+func addAddressesUp(h netlinksafe.Handle, link netlink.Link, ips []*current.IPConfig) error {
 	ifName := link.Attrs().Name
 	for _, ipc := range ips {
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Address.IP, Mask: ipc.Address.Mask}}
-		if err := netlink.AddrAdd(link, addr); err != nil {
+		if err := h.AddrAdd(link, addr); err != nil {
 			return fmt.Errorf("add address %s to %q: %w", ipc.Address.String(), ifName, err)
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %q up: %w", ifName, err)
 	}
 	return nil
@@ -178,7 +178,7 @@ func fastDAD(ifName string, retrans time.Duration) (restore func(), err error) {
 	return restore, nil
 }
 
-func addRoute(link netlink.Link, r *types.Route, v4gw, v6gw net.IP) error {
+func addRoute(h netlinksafe.Handle, link netlink.Link, r *types.Route, v4gw, v6gw net.IP) error {
 	gw := r.GW
 	if gw == nil {
 		if r.Dst.IP.To4() != nil {
@@ -199,7 +199,7 @@ func addRoute(link netlink.Link, r *types.Route, v4gw, v6gw net.IP) error {
 	if r.Scope != nil {
 		route.Scope = netlink.Scope(*r.Scope)
 	}
-	if err := netlink.RouteAddEcmp(route); err != nil {
+	if err := h.RouteAddEcmp(route); err != nil {
 		return fmt.Errorf("add route %s via %s dev %s: %w", r.Dst.String(), gw, link.Attrs().Name, err)
 	}
 	return nil

@@ -55,6 +55,18 @@ func route(dst, gw string) *types.Route {
 	return &types.Route{Dst: *n, GW: net.ParseIP(gw)}
 }
 
+// configure runs Configure on eth0 of cont as the plugin does: through a
+// handle bound to cont, from a thread inside it.
+func configure(t *testing.T, cont ns.NetNS, res *current.Result) error {
+	t.Helper()
+	h := netnstest.Handle(t, cont)
+	link, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cont.Do(func(ns.NetNS) error { return Configure(h, link, res, opts()) })
+}
+
 func opts() Options {
 	return Options{DADTimeout: 10 * time.Second, DADRetrans: 20 * time.Millisecond, Announcements: 1}
 }
@@ -72,7 +84,7 @@ func TestConfigureVerify(t *testing.T) {
 			route("0.0.0.0/0", ""), route("::/0", ""), route("198.51.100.0/24", "10.1.0.9"),
 		},
 	}
-	if err := cont.Do(func(ns.NetNS) error { return Configure("eth0", res, opts()) }); err != nil {
+	if err := configure(t, cont, res); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
 	h := netnstest.Handle(t, cont)
@@ -130,7 +142,7 @@ func TestConfigureDuplicateIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := &current.Result{IPs: []*current.IPConfig{ipc("2001:db8::7/64", "")}}
-	err = cont.Do(func(ns.NetNS) error { return Configure("eth0", res, opts()) })
+	err = configure(t, cont, res)
 	if !errors.Is(err, ErrDuplicateAddress) {
 		t.Errorf("got %v, want ErrDuplicateAddress", err)
 	}

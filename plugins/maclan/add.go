@@ -155,7 +155,7 @@ func (a *attachment) createLink() error {
 		return err
 	}
 	a.link = link
-	a.tr.step("link create+rename")
+	a.tr.step("link create")
 	return nil
 }
 
@@ -194,8 +194,9 @@ func (a *attachment) addAddresses(ctx context.Context) error {
 			return err
 		}
 	}
-	return a.contNS.Do(func(ns.NetNS) error {
-		return ifconfig.Configure(a.args.IfName, a.result, ifconfig.Options{
+	return inNetNS(a.contNS, func() error {
+		a.tr.step("configure: enter netns")
+		return ifconfig.Configure(a.h.cont, a.link, a.result, ifconfig.Options{
 			DADTimeout:    dadTimeout,
 			DADRetrans:    dadRetrans,
 			Announcements: announcements,
@@ -275,6 +276,7 @@ func setMACFromIP(h netlinksafe.Handle, link netlink.Link, result *current.Resul
 			return fmt.Errorf("macFromIP: set MAC %s on %q: %w", mac, link.Attrs().Name, err)
 		}
 		result.Interfaces[0].Mac = mac.String()
+		link.Attrs().HardwareAddr = mac // the announcements carry it
 		return nil
 	}
 	log.Warn("macFromIP: no IPv4 address in the IPAM result; keeping the kernel's random MAC")

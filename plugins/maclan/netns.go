@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -61,6 +62,39 @@ func openContainer(path string, linkInContainer bool) (ns.NetNS, *handles, error
 		return nil, nil, err
 	}
 	return contNS, h, nil
+}
+
+// inNetNS runs fn with the calling thread in the network namespace target,
+// for what only a thread's namespace reaches (sysctls under /proc/sys/net,
+// the IPv6 DAD subscription, raw sockets), and brings the thread back.
+//
+// Unlike ns.Do it does not start a thread for fn: main's init locked the
+// main goroutine to its thread for the whole process, so no other goroutine
+// runs on that thread while it is away, and a new thread (made through the
+// runtime's template thread once a goroutine is locked, then torn down)
+// cost more than the rest of an IPv4 ADD's configuration. The lock taken
+// here only makes that certain for any caller; it is kept if the way back
+// fails, so that the thread is never handed to another goroutine while in
+// target. The handles keep working either way: their sockets are bound to
+// their namespaces.
+func inNetNS(target ns.NetNS, fn func() error) error {
+	runtime.LockOSThread()
+	back, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open this thread's netns: %w", err)
+	}
+	defer unix.Close(back) //nolint:errcheck // read-only namespace file
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter netns %q: %w", target.Path(), err)
+	}
+	ferr := fn()
+	if err := unix.Setns(back, unix.CLONE_NEWNET); err != nil {
+		return errors.Join(ferr, fmt.Errorf("return from netns %q to the runtime's: %w", target.Path(), err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
 }
 
 func openNetNS(path string) (ns.NetNS, error) {

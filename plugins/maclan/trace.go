@@ -106,11 +106,11 @@ func phaseOf(step string) string {
 	switch step {
 	case "parse":
 		return "config"
-	case "netns+handles":
+	case "netns+handles", "configure: enter netns":
 		return "netns"
 	case "ipam start", "ipam wait":
 		return "ipam"
-	case "master lookup", "link create+rename", "link delete", "configure: link lookup":
+	case "master lookup", "link create", "link delete":
 		return "link"
 	case "configure: sysctls", "configure: addresses+up", "configure: routes":
 		return "addresses"

@@ -15,8 +15,8 @@ func TestPhasesOnTheLogLine(t *testing.T) {
 	tr := newTracer(false, nil)
 	tr.step("skel") // before the logger: not collected
 	tr.collectPhases()
-	for _, s := range []string{"parse", "ipam start", "netns+handles", "master lookup", "link create+rename",
-		"ipam wait", "configure: link lookup", "configure: sysctls", "configure: addresses+up",
+	for _, s := range []string{"parse", "ipam start", "netns+handles", "master lookup", "link create",
+		"ipam wait", "configure: enter netns", "configure: sysctls", "configure: addresses+up",
 		"configure: DAD wait", "configure: routes", "configure: announce", "print result"} {
 		tr.step(s)
 	}
