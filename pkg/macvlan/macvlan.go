@@ -82,25 +82,56 @@ type Spec struct {
 }
 
 // Create makes the macvlan link through masterH (bound to the master's
-// namespace) directly inside the container namespace contNS, under a random
-// temporary name so that it cannot collide with a host interface, and then
-// renames it to spec.IfName through contH (bound to the container
+// namespace) directly inside the container namespace contNS under the name
+// spec.IfName, and looks it up through contH (bound to the container
 // namespace). When the master is itself in the container, masterH and contH
 // are bound to the same namespace and contNS is ignored. The returned link is
 // the one seen in the container, still down. On error nothing is left.
+//
+// The kernel checks a new link's name in the namespace the link is made in
+// (rtnetlink's IFLA_NET_NS_FD), so the name is the container's own to
+// check. A kernel that refuses it although the container has no interface
+// of that name checked the master's namespace instead (older kernels did):
+// then the link is made under a temporary name and renamed (createRenamed).
 func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS bool, spec Spec) (netlink.Link, error) {
-	masterName := spec.Master.Attrs().Name
-	tmpName := TempName(spec.IfName)
+	err := masterH.LinkAdd(newLink(spec, spec.IfName, contNS, sameNS))
+	if errors.Is(err, syscall.EEXIST) {
+		if _, lerr := contH.LinkByName(spec.IfName); lerr == nil {
+			// Another ADD of this attachment made its link first, or
+			// another plugin's interface has the name.
+			return nil, fmt.Errorf("%w: an interface named %q already exists in the container", ErrNameTaken, spec.IfName)
+		}
+		return createRenamed(masterH, contH, contNS, sameNS, spec)
+	}
+	if err != nil {
+		return nil, createError(err, spec.Master.Attrs().Name, spec.Mode)
+	}
+	link, err := contH.LinkByName(spec.IfName)
+	if err != nil {
+		return nil, fmt.Errorf("look up the new macvlan %q in the container: %w", spec.IfName, err)
+	}
+	return link, nil
+}
+
+func newLink(spec Spec, name string, contNS netns.NsHandle, sameNS bool) *netlink.Macvlan {
 	attrs := netlink.NewLinkAttrs()
-	attrs.Name = tmpName
+	attrs.Name = name
 	attrs.ParentIndex = spec.Master.Attrs().Index
 	attrs.MTU = spec.MTU
 	attrs.HardwareAddr = spec.MAC
 	if !sameNS {
 		attrs.Namespace = netlink.NsFd(int(contNS))
 	}
-	mv := &netlink.Macvlan{LinkAttrs: attrs, Mode: spec.Mode.kernel(), BCQueueLen: spec.BCQueueLen}
-	if err := masterH.LinkAdd(mv); err != nil {
+	return &netlink.Macvlan{LinkAttrs: attrs, Mode: spec.Mode.kernel(), BCQueueLen: spec.BCQueueLen}
+}
+
+// createRenamed is Create on a kernel that checks the new link's name in
+// the master's namespace: the link is made under a random temporary name
+// that collides with no interface of the host (TempName) and renamed to
+// spec.IfName in the container.
+func createRenamed(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS bool, spec Spec) (netlink.Link, error) {
+	tmpName := TempName(spec.IfName)
+	if err := masterH.LinkAdd(newLink(spec, tmpName, contNS, sameNS)); err != nil {
 		if errors.Is(err, syscall.EEXIST) {
 			// The temporary name is the ifname's own: another ADD of this
 			// attachment is making its link right now (or one was killed
@@ -108,7 +139,7 @@ func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS boo
 			return nil, fmt.Errorf("%w: a link named %s, the temporary name of %q, already exists in the container: %w",
 				ErrNameTaken, tmpName, spec.IfName, err)
 		}
-		return nil, createError(err, masterName, spec.Mode)
+		return nil, createError(err, spec.Master.Attrs().Name, spec.Mode)
 	}
 
 	link, err := contH.LinkByName(tmpName)
@@ -149,7 +180,8 @@ func createError(err error, master string, mode Mode) error {
 }
 
 // TempName is the name a new link has in the container between its
-// creation and its rename to ifName: "mlv" and ten hex digits of a hash of
+// creation and its rename to ifName, on a kernel that needs the rename
+// (createRenamed): "mlv" and ten hex digits of a hash of
 // ifName, so that it collides with no interface of the host (where older
 // kernels checked names) and DEL can find and remove a link left under it
 // by an ADD killed between the two steps. Within one container namespace

@@ -114,21 +114,61 @@ func TestModeString(t *testing.T) {
 	}
 }
 
-// TestCreateTempNameTaken: a link already under the temporary name (an ADD
-// of the same attachment making its link right now) is ErrNameTaken too,
-// so that the plugin does not give back the lease the other ADD holds; the
-// other ADD's link is left alone.
-func TestCreateTempNameTaken(t *testing.T) {
+// TestCreateRenamedTempNameTaken: on the renaming path (a kernel that
+// checks names in the master's namespace), a link already under the
+// temporary name (an ADD of the same attachment making its link right
+// now) is ErrNameTaken too, so that the plugin does not give back the
+// lease the other ADD holds; the other ADD's link is left alone.
+func TestCreateRenamedTempNameTaken(t *testing.T) {
 	netnstest.RequireRoot(t)
 	host, cont := netnstest.NewNS(t), netnstest.NewNS(t)
 	master := netnstest.Veth(t, host, "m0")
 	hostH, contH := netnstest.Handle(t, host), netnstest.Handle(t, cont)
 	netnstest.Veth(t, cont, TempName("eth0"))
-	_, err := Create(hostH, contH, netns.NsHandle(cont.Fd()), false, Spec{Master: master, IfName: "eth0"})
+	_, err := createRenamed(hostH, contH, netns.NsHandle(cont.Fd()), false, Spec{Master: master, IfName: "eth0"})
 	if !errors.Is(err, ErrNameTaken) {
 		t.Errorf("got %v, want ErrNameTaken", err)
 	}
 	if _, err := contH.LinkByName(TempName("eth0")); err != nil {
 		t.Errorf("the other link under %s was removed: %v", TempName("eth0"), err)
+	}
+}
+
+// TestCreateRenamed: the renaming path makes the same link, under its
+// name, and leaves nothing under the temporary one.
+func TestCreateRenamed(t *testing.T) {
+	netnstest.RequireRoot(t)
+	host, cont := netnstest.NewNS(t), netnstest.NewNS(t)
+	master := netnstest.Veth(t, host, "m0")
+	hostH, contH := netnstest.Handle(t, host), netnstest.Handle(t, cont)
+	link, err := createRenamed(hostH, contH, netns.NsHandle(cont.Fd()), false, Spec{Master: master, Mode: Private, IfName: "eth0"})
+	if err != nil {
+		t.Fatalf("createRenamed: %v", err)
+	}
+	if link.Attrs().Name != "eth0" {
+		t.Errorf("got link %q, want eth0", link.Attrs().Name)
+	}
+	if err := Verify(contH, hostH, "eth0", Expect{Master: "m0", MasterIndex: master.Attrs().Index, Mode: Private}); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+	if _, err := contH.LinkByName(TempName("eth0")); err == nil {
+		t.Errorf("a link is left under the temporary name %s", TempName("eth0"))
+	}
+}
+
+// TestCreateBesideALeftoverTempLink: a link an older ADD left under the
+// temporary name does not stand in the way of one made under its own name
+// (DEL removes the leftover).
+func TestCreateBesideALeftoverTempLink(t *testing.T) {
+	netnstest.RequireRoot(t)
+	host, cont := netnstest.NewNS(t), netnstest.NewNS(t)
+	master := netnstest.Veth(t, host, "m0")
+	hostH, contH := netnstest.Handle(t, host), netnstest.Handle(t, cont)
+	netnstest.Veth(t, cont, TempName("eth0"))
+	if _, err := Create(hostH, contH, netns.NsHandle(cont.Fd()), false, Spec{Master: master, IfName: "eth0"}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if err := Verify(contH, hostH, "eth0", Expect{Master: "m0", MasterIndex: master.Attrs().Index, Mode: Bridge}); err != nil {
+		t.Errorf("Verify: %v", err)
 	}
 }
