@@ -27,6 +27,8 @@ type lifecycle struct {
 	id    holder.Identity
 	idErr error
 	netns string
+	// prelude runs under the lock of every allocation (sweepPrelude).
+	prelude func(context.Context)
 }
 
 func newLifecycle(netns string) lifecycle {
@@ -49,6 +51,7 @@ func (lc lifecycle) options(conf *ipamconf.Conf, log *slog.Logger) allocator.Opt
 		StickyFor:  time.Duration(conf.StickyFor),
 		StaleAfter: time.Duration(conf.StaleAfter),
 		NetnsGone:  holder.NetnsGone,
+		Prelude:    lc.prelude,
 	}
 }
 
@@ -76,28 +79,65 @@ func bootMarker(conf *ipamconf.Conf) string {
 // sweepAfterBoot runs once per boot and network on a host, in the first
 // call of any verb: it gives back every lease this host took in an earlier
 // boot, whose containers cannot be alive. Failures are logged, never
-// returned: the call itself does not depend on the sweep.
+// returned: the call itself does not depend on the sweep. An ADD runs it
+// under its allocation's lock instead (sweepPrelude).
 func (lc lifecycle) sweepAfterBoot(ctx context.Context, conf *ipamconf.Conf, st store.Store, log *slog.Logger) {
-	if !conf.Reclaim() {
+	if !lc.sweepDue(conf, log) {
 		return
+	}
+	err := store.WithLock(ctx, st, func() error {
+		lc.sweepLocked(ctx, conf, st, log)
+		return nil
+	})
+	if err != nil {
+		log.Warn("releasing the leases of earlier boots failed; the next call tries again", "err", err)
+	}
+}
+
+// sweepPrelude is the sweep after a reboot as an allocator.Options.Prelude
+// for an ADD, or nil if this boot's sweep of the network is done: the first
+// ADDs of a boot come in a burst (a node's pods restarting), and each
+// would otherwise take the store's lock twice, once to find the sweep done
+// by another.
+func (lc lifecycle) sweepPrelude(conf *ipamconf.Conf, st store.Store, log *slog.Logger) func(context.Context) {
+	if !lc.sweepDue(conf, log) {
+		return nil
+	}
+	return func(ctx context.Context) { lc.sweepLocked(ctx, conf, st, log) }
+}
+
+// sweepDue reports whether this boot's sweep of the network may still be
+// due: it is wanted, it can be done, and the marker does not say it is
+// done. Only sweepLocked, under the lock, can tell for sure.
+func (lc lifecycle) sweepDue(conf *ipamconf.Conf, log *slog.Logger) bool {
+	if !conf.Reclaim() {
+		return false
 	}
 	if lc.idErr != nil {
 		log.Warn("cannot tell this host's boot; leases of earlier boots are kept", "err", lc.idErr)
-		return
+		return false
 	}
 	if conf.Store.Type == "etcd" && !lc.id.MachineID {
 		// Hosts share the store: a hostname may not be unique, and the
 		// sweep would take other hosts' leases for this one's.
 		log.Warn("no /etc/machine-id: on a shared (etcd) store leases of earlier boots are kept; give the host a machine-id")
-		return
+		return false
 	}
+	return readSmall(bootMarker(conf)) != lc.id.Boot
+}
+
+// sweepLocked sweeps, the store's lock held, unless the marker now says
+// this boot's sweep is done: the calls that found it due together queue
+// for the lock, and only the first of them sweeps. The marker is written
+// before the lock is given up, for the next in the queue.
+func (lc lifecycle) sweepLocked(ctx context.Context, conf *ipamconf.Conf, st store.Store, log *slog.Logger) {
 	marker := bootMarker(conf)
 	if readSmall(marker) == lc.id.Boot {
 		return
 	}
 	opts := lc.options(conf, log)
 	opts.BootTime = holder.BootTime() // read here, once per boot: no other call needs it
-	gone, err := allocator.New(st, nil, opts).SweepEarlierBoots(ctx)
+	gone, err := allocator.New(st, nil, opts).SweepEarlierBootsLocked(ctx)
 	if err != nil {
 		log.Warn("releasing the leases of earlier boots failed; the next call tries again", "err", err)
 		return

@@ -113,7 +113,7 @@ func withStore(conf *ipamconf.Conf, lc lifecycle, log *slog.Logger, fn func(plug
 	return fn(st)
 }
 
-func cmdAdd(args *skel.CmdArgs, log *slog.Logger, stdout io.Writer) error {
+func cmdAdd(args *skel.CmdArgs, log *slog.Logger, stdout io.Writer) (err error) {
 	conf, err := ipamconf.Parse(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -123,18 +123,24 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, stdout io.Writer) error {
 		netns = ""
 	}
 	lc := newLifecycle(netns)
-	return withStore(conf, lc, log, func(st pluginStore) error {
-		res, err := add(context.Background(), conf, st, lc, args.ContainerID, args.IfName, log)
-		if err != nil {
-			return err
-		}
-		// What types.PrintResult does, to stdout.
-		out, err := res.GetAsVersion(conf.CNIVersion)
-		if err != nil {
-			return err
-		}
-		return out.PrintTo(stdout)
-	})
+	st, err := openStore(conf, lc, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore(st, &err)
+	// No sweepAfterBoot of its own (withStore): the sweep, if due, runs
+	// under the allocation's lock.
+	lc.prelude = lc.sweepPrelude(conf, st, log)
+	res, err := add(context.Background(), conf, st, lc, args.ContainerID, args.IfName, log)
+	if err != nil {
+		return err
+	}
+	// What types.PrintResult does, to stdout.
+	out, err := res.GetAsVersion(conf.CNIVersion)
+	if err != nil {
+		return err
+	}
+	return out.PrintTo(stdout)
 }
 
 func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {

@@ -53,6 +53,7 @@ func TestMain(m *testing.M) {
 type call struct {
 	cmd, id, ifName, args string
 	conf                  string
+	env                   []string // more of the environment
 }
 
 type outcome struct {
@@ -70,6 +71,7 @@ func run(t *testing.T, c call) outcome {
 		"CNI_COMMAND=" + c.cmd, "CNI_CONTAINERID=" + c.id, "CNI_NETNS=/nonexistent/netns",
 		"CNI_IFNAME=" + c.ifName, "CNI_PATH=/nonexistent", "CNI_ARGS=" + c.args,
 	}
+	cmd.Env = append(cmd.Env, c.env...)
 	cmd.Stdin = strings.NewReader(c.conf)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -70,6 +70,13 @@ type Options struct {
 	// that hosts sharing a store do not race for the same addresses
 	// (spread.go). Empty: one shared cursor, walks from the range start.
 	Spread string
+
+	// Prelude, if set, runs under the store's lock at the start of every
+	// Allocate, before anything is read: work due under the lock once in a
+	// while that would otherwise take the lock a second time. The IPAM
+	// runs its sweep after a reboot here, which every ADD of the first
+	// burst of a boot would otherwise queue for twice.
+	Prelude func(ctx context.Context)
 }
 
 // Allocator hands out addresses from range sets kept in a store.
@@ -125,6 +132,9 @@ func setName(i int) string { return strconv.Itoa(i) }
 // one is taken for the set that contains it.
 func (a *Allocator) Allocate(ctx context.Context, containerID, ifName string, requested []netip.Addr) (allocs []Allocation, err error) {
 	err = store.WithLock(ctx, a.st, func() error {
+		if a.opts.Prelude != nil {
+			a.opts.Prelude(ctx)
+		}
 		allocs, err = a.allocateLocked(ctx, containerID, ifName, requested)
 		return err
 	})

@@ -148,22 +148,33 @@ func (a *Allocator) giveBack(ctx context.Context, containerID, ifName string) ([
 // hosts, conflict records, sticky holds and leases written before the
 // fields existed (no boot recorded) are kept.
 func (a *Allocator) SweepEarlierBoots(ctx context.Context) (gone []store.Lease, err error) {
+	if a.opts.Holder.Host == "" || a.opts.Holder.Boot == "" {
+		return nil, errors.New("sweep: the host's identity is unknown")
+	}
+	err = store.WithLock(ctx, a.st, func() error {
+		gone, err = a.SweepEarlierBootsLocked(ctx)
+		return err
+	})
+	return gone, err
+}
+
+// SweepEarlierBootsLocked is SweepEarlierBoots for a caller that holds the
+// store's lock.
+func (a *Allocator) SweepEarlierBootsLocked(ctx context.Context) (gone []store.Lease, err error) {
 	me := a.opts.Holder
 	if me.Host == "" || me.Boot == "" {
 		return nil, errors.New("sweep: the host's identity is unknown")
 	}
-	err = store.WithLock(ctx, a.st, func() error {
-		return a.reclaim(ctx, true, func(l store.Lease) (bool, error) {
-			if !a.opts.BootTime.IsZero() && l.Created.After(a.opts.BootTime) {
-				if l.Host == me.Host && l.Boot != "" && l.Boot != me.Boot {
-					a.log.Warn("a lease of 'this host' made in another boot after this boot began: two hosts share one identity (a cloned machine-id?); keeping it",
-						"ip", l.IP, "container", l.ContainerID, "boot", l.Boot)
-				}
-				return false, nil
+	err = a.reclaim(ctx, true, func(l store.Lease) (bool, error) {
+		if !a.opts.BootTime.IsZero() && l.Created.After(a.opts.BootTime) {
+			if l.Host == me.Host && l.Boot != "" && l.Boot != me.Boot {
+				a.log.Warn("a lease of 'this host' made in another boot after this boot began: two hosts share one identity (a cloned machine-id?); keeping it",
+					"ip", l.IP, "container", l.ContainerID, "boot", l.Boot)
 			}
-			return l.Host == me.Host && l.Boot != "" && l.Boot != me.Boot, nil
-		}, &gone)
-	})
+			return false, nil
+		}
+		return l.Host == me.Host && l.Boot != "" && l.Boot != me.Boot, nil
+	}, &gone)
 	return gone, err
 }
 

@@ -1,6 +1,7 @@
 package allocator
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"slices"
@@ -298,5 +299,27 @@ func TestGCOnlyThisHost(t *testing.T) {
 	}
 	if !owners["b-live"] || !owners["a-live"] || owners["a-gone"] {
 		t.Errorf("left %v, want a-live and b-live", left)
+	}
+}
+
+// TestPreludeRunsUnderTheAllocationsLock: Options.Prelude runs with the
+// store locked, before the allocation reads it, so that what it frees is
+// there for the allocation: a sweep in the prelude that gives back the
+// only address of the range lets the ADD that runs it have that address.
+func TestPreludeRunsUnderTheAllocationsLock(t *testing.T) {
+	s := newStore(t)
+	old := New(s, sets(t, subnet("10.0.0.0/30")), Options{Holder: store.Lease{Host: "h", Boot: "boot-a"}})
+	mustAllocate(t, old, "old") // a /30 has one address for hosts: .1 is the gateway
+	var runs int
+	opts := Options{Holder: store.Lease{Host: "h", Boot: "boot-b"}}
+	opts.Prelude = func(ctx context.Context) {
+		runs++
+		if _, err := New(s, nil, opts).SweepEarlierBootsLocked(ctx); err != nil {
+			t.Errorf("sweep in the prelude: %v", err)
+		}
+	}
+	got := mustAllocate(t, New(s, sets(t, subnet("10.0.0.0/30")), opts), "new")
+	if runs != 1 || len(got) != 1 || got[0] != "10.0.0.2" {
+		t.Errorf("prelude ran %d times, the ADD got %v; want once and 10.0.0.2", runs, got)
 	}
 }
