@@ -117,6 +117,7 @@ type Doc struct {
 	Parallel      string // Markdown table
 	ParallelADD   string // the 100 ADDs' ratio, for the text
 	SequentialADD string // the sequential ADD's ratio, for the text
+	FloorRatio    string // maclan's ADD against the floor, for the text
 	Trace         string // Markdown table
 	IPAM          string // Markdown table
 	Targets       string // Markdown table
@@ -165,6 +166,10 @@ func build(r *samples.Report) *Doc {
 	var floorTargets []target
 	d.Floor, floorTargets = floorTable(r, &sum)
 	targets = append(targets, floorTargets...)
+	d.FloorRatio = "-"
+	if len(floorTargets) > 0 {
+		d.FloorRatio = floorTargets[0].got
+	}
 
 	if len(r.Parallel) > 0 {
 		var pb strings.Builder
