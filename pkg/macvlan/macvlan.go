@@ -88,19 +88,18 @@ type Spec struct {
 // are bound to the same namespace and contNS is ignored. The returned link is
 // the one seen in the container, still down. On error nothing is left.
 //
-// The kernel checks a new link's name in the namespace the link is made in
-// (rtnetlink's IFLA_NET_NS_FD), so the name is the container's own to
-// check. A kernel that refuses it although the container has no interface
-// of that name checked the master's namespace instead (older kernels did):
-// then the link is made under a temporary name and renamed (createRenamed).
+// Recent kernels check a new link's name in the namespace the link is
+// made in (rtnetlink's IFLA_NET_NS_FD), so the name is the container's own
+// to check. Older ones check the namespace of the socket that asks, the
+// master's, and refuse a name the host has (often both are eth0). Either
+// way an EEXIST is settled by the way that works on every kernel: a
+// temporary name, then a rename, which fails with ErrNameTaken if the
+// container has the name (createRenamed). So an older kernel pays one
+// refused request more than that way alone, and a recent one saves the
+// rename and a lookup.
 func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS bool, spec Spec) (netlink.Link, error) {
 	err := masterH.LinkAdd(newLink(spec, spec.IfName, contNS, sameNS))
 	if errors.Is(err, syscall.EEXIST) {
-		if _, lerr := contH.LinkByName(spec.IfName); lerr == nil {
-			// Another ADD of this attachment made its link first, or
-			// another plugin's interface has the name.
-			return nil, fmt.Errorf("%w: an interface named %q already exists in the container", ErrNameTaken, spec.IfName)
-		}
 		return createRenamed(masterH, contH, contNS, sameNS, spec)
 	}
 	if err != nil {
@@ -108,6 +107,10 @@ func Create(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS boo
 	}
 	link, err := contH.LinkByName(spec.IfName)
 	if err != nil {
+		// Made but not found: remove it, so that nothing is left.
+		if _, derr := Delete(contH, spec.IfName); derr != nil {
+			err = errors.Join(err, derr)
+		}
 		return nil, fmt.Errorf("look up the new macvlan %q in the container: %w", spec.IfName, err)
 	}
 	return link, nil
@@ -125,10 +128,9 @@ func newLink(spec Spec, name string, contNS netns.NsHandle, sameNS bool) *netlin
 	return &netlink.Macvlan{LinkAttrs: attrs, Mode: spec.Mode.kernel(), BCQueueLen: spec.BCQueueLen}
 }
 
-// createRenamed is Create on a kernel that checks the new link's name in
-// the master's namespace: the link is made under a random temporary name
-// that collides with no interface of the host (TempName) and renamed to
-// spec.IfName in the container.
+// createRenamed is Create when the name was refused: the link is made
+// under a temporary name that collides with no interface of the host
+// (TempName) and renamed to spec.IfName in the container.
 func createRenamed(masterH, contH netlinksafe.Handle, contNS netns.NsHandle, sameNS bool, spec Spec) (netlink.Link, error) {
 	tmpName := TempName(spec.IfName)
 	if err := masterH.LinkAdd(newLink(spec, tmpName, contNS, sameNS)); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -89,7 +90,7 @@ func TestDeleteLeavesOtherLinks(t *testing.T) {
 }
 
 // TestCreateInContainer: with the master in the container, the link is
-// made there and renamed.
+// made there.
 func TestCreateInContainer(t *testing.T) {
 	netnstest.RequireRoot(t)
 	cont := netnstest.NewNS(t)
@@ -153,6 +154,36 @@ func TestCreateRenamed(t *testing.T) {
 	}
 	if _, err := contH.LinkByName(TempName("eth0")); err == nil {
 		t.Errorf("a link is left under the temporary name %s", TempName("eth0"))
+	}
+}
+
+// TestCreateBesideAHostInterfaceOfTheSameName: the host has an interface
+// named as the container's will be (a master called eth0, say). A kernel
+// that checks the name in the host refuses the first request, and the
+// link is made under the temporary name and renamed; a recent one makes
+// it straight away. Either way the container gets it and nothing else.
+func TestCreateBesideAHostInterfaceOfTheSameName(t *testing.T) {
+	netnstest.RequireRoot(t)
+	host, cont := netnstest.NewNS(t), netnstest.NewNS(t)
+	master := netnstest.Veth(t, host, "eth0")
+	hostH, contH := netnstest.Handle(t, host), netnstest.Handle(t, cont)
+	link, err := Create(hostH, contH, netns.NsHandle(cont.Fd()), false, Spec{Master: master, IfName: "eth0"})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if err := Verify(contH, hostH, "eth0", Expect{Master: "eth0", MasterIndex: master.Attrs().Index, Mode: Bridge}); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+	if link.Type() != "macvlan" || link.Attrs().Name != "eth0" {
+		t.Errorf("got %s link %q, want macvlan eth0", link.Type(), link.Attrs().Name)
+	}
+	if l, err := hostH.LinkByName("eth0"); err != nil || l.Type() != "veth" {
+		t.Errorf("the host's eth0 changed: %v, %v", l, err)
+	}
+	for name, h := range map[string]netlinksafe.Handle{"host": hostH, "container": contH} {
+		if _, err := h.LinkByName(TempName("eth0")); err == nil {
+			t.Errorf("a link is left in the %s under the temporary name %s", name, TempName("eth0"))
+		}
 	}
 }
 

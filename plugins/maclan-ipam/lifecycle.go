@@ -98,12 +98,24 @@ func (lc lifecycle) sweepAfterBoot(ctx context.Context, conf *ipamconf.Conf, st 
 // for an ADD, or nil if this boot's sweep of the network is done: the first
 // ADDs of a boot come in a burst (a node's pods restarting), and each
 // would otherwise take the store's lock twice, once to find the sweep done
-// by another.
+// by another. It runs once per call, whatever the number of allocations
+// (conflict detection allocates again).
+//
+// Not for an etcd store, whose failed request spoils the lock section it
+// happens in (its Unlock drops the section's reservations): there the
+// sweep keeps a section of its own (sweepAfterBoot), so that its failure
+// never fails an ADD.
 func (lc lifecycle) sweepPrelude(conf *ipamconf.Conf, st store.Store, log *slog.Logger) func(context.Context) {
 	if !lc.sweepDue(conf, log) {
 		return nil
 	}
-	return func(ctx context.Context) { lc.sweepLocked(ctx, conf, st, log) }
+	ran := false
+	return func(ctx context.Context) {
+		if !ran {
+			ran = true
+			lc.sweepLocked(ctx, conf, st, log)
+		}
+	}
 }
 
 // sweepDue reports whether this boot's sweep of the network may still be

@@ -128,9 +128,13 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, stdout io.Writer) (err error) 
 		return err
 	}
 	defer closeStore(st, &err)
-	// No sweepAfterBoot of its own (withStore): the sweep, if due, runs
-	// under the allocation's lock.
-	lc.prelude = lc.sweepPrelude(conf, st, log)
+	// The sweep, if due, runs under the allocation's lock (sweepPrelude);
+	// on etcd in a lock section of its own, as withStore runs it.
+	if conf.Store.Type == "etcd" {
+		lc.sweepAfterBoot(context.Background(), conf, st, log)
+	} else {
+		lc.prelude = lc.sweepPrelude(conf, st, log)
+	}
 	res, err := add(context.Background(), conf, st, lc, args.ContainerID, args.IfName, log)
 	if err != nil {
 		return err

@@ -69,6 +69,14 @@ func add(c *command, conf *config.NetConf, mac net.HardwareAddr) error {
 	defer cancel()
 	a := &attachment{command: c, conf: conf, mac: mac, contNS: contNS, h: h}
 	if err := a.attach(ctx); err != nil {
+		if errors.Is(err, errStranded) {
+			// This thread is still in the container's namespace: an IPAM
+			// forked from it would run there. Roll back from another
+			// (main's init keeps this goroutine on this thread).
+			done := make(chan error)
+			go func() { done <- a.rollBack(err) }()
+			return <-done
+		}
 		return a.rollBack(err)
 	}
 	return nil

@@ -75,8 +75,8 @@ func openContainer(path string, linkInContainer bool) (ns.NetNS, *handles, error
 // cost more than the rest of an IPv4 ADD's configuration. The lock taken
 // here only makes that certain for any caller; it is kept if the way back
 // fails, so that the thread is never handed to another goroutine while in
-// target. The handles keep working either way: their sockets are bound to
-// their namespaces.
+// target (errStranded). The handles keep working either way: their sockets
+// are bound to their namespaces.
 func inNetNS(target ns.NetNS, fn func() error) error {
 	runtime.LockOSThread()
 	back, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -91,11 +91,16 @@ func inNetNS(target ns.NetNS, fn func() error) error {
 	}
 	ferr := fn()
 	if err := unix.Setns(back, unix.CLONE_NEWNET); err != nil {
-		return errors.Join(ferr, fmt.Errorf("return from netns %q to the runtime's: %w", target.Path(), err))
+		return errors.Join(ferr, fmt.Errorf("return from netns %q to the runtime's: %w: %w", target.Path(), errStranded, err))
 	}
 	runtime.UnlockOSThread()
 	return ferr
 }
+
+// errStranded: the calling thread could not come back from a container's
+// namespace (inNetNS). Whatever must run in the runtime's namespace runs on
+// another thread from then on (add's roll-back).
+var errStranded = errors.New("thread left in the container's namespace")
 
 func openNetNS(path string) (ns.NetNS, error) {
 	n, err := ns.GetNS(path)
