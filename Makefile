@@ -85,7 +85,7 @@ FUZZTIME ?= 500000x
 FUZZ_TARGETS := \
 	./pkg/config:FuzzParseNetConf ./pkg/ipam/ipamconf:FuzzParseIPAMConf \
 	./pkg/ipam/store/disk:FuzzDecodeLease ./pkg/ipam/store/disk:FuzzDecodeAttach ./pkg/ipam/store/disk:FuzzChunkUnmarshal \
-	./pkg/ipam/store/disk:FuzzEncodeLease \
+	./pkg/ipam/store/disk:FuzzEncodeLease ./pkg/cniresult:FuzzPrint \
 	./pkg/ipam/iprange:FuzzParseAddrs ./pkg/ipam/iprange:FuzzRangeSet \
 	./pkg/arp:FuzzAnswer ./pkg/logging:FuzzLogLine ./pkg/shim:FuzzParseRecord \
 	./pkg/doctor:FuzzAdvertisedBy ./pkg/netcmd:FuzzParseNetwork \

@@ -23,6 +23,7 @@ import (
 
 	"github.com/maclan-cni/maclan/pkg/cmdwrap"
 	"github.com/maclan-cni/maclan/pkg/cnierr"
+	"github.com/maclan-cni/maclan/pkg/cniresult"
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ipam/ipamconf"
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
@@ -144,7 +145,7 @@ func cmdAdd(args *skel.CmdArgs, log *slog.Logger, stdout io.Writer) (err error) 
 	if err != nil {
 		return err
 	}
-	return out.PrintTo(stdout)
+	return cniresult.Print(stdout, out) // PrintTo's bytes, without its reflection
 }
 
 func cmdDel(args *skel.CmdArgs, log *slog.Logger) error {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/maclan-cni/maclan/pkg/cmdwrap"
 	"github.com/maclan-cni/maclan/pkg/cnierr"
+	"github.com/maclan-cni/maclan/pkg/cniresult"
 	"github.com/maclan-cni/maclan/pkg/config"
 	"github.com/maclan-cni/maclan/pkg/ifconfig"
 	"github.com/maclan-cni/maclan/pkg/logging"
@@ -130,7 +131,7 @@ func (c *command) print(result types.Result, cniVersion string) error {
 	if err != nil {
 		return err
 	}
-	return r.PrintTo(c.stdout)
+	return cniresult.Print(c.stdout, r) // PrintTo's bytes, without its reflection
 }
 
 func cmdAdd(c *command) error {

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/maclan-cni/maclan/pkg/jsonenc"
 )
 
 // The lease and index records are encoded by hand, because of when they
@@ -17,57 +18,6 @@ import (
 // FuzzEncodeLease), so old and new records cannot be told apart; anything
 // these encoders do not cover (text that is not UTF-8, a year outside
 // 0-9999) is left to json.Marshal.
-
-// appendJSONString appends s as a JSON string (RFC 8259, section 7), with
-// the escapes json.Marshal chooses: the short forms of \b \f \n \r \t,
-// \u00XX for the other control characters and for < > & (its HTML-safe
-// default), and \u2028 and \u2029. It reports false if s is not valid
-// UTF-8, which json.Marshal would alter.
-func appendJSONString(b []byte, s string) ([]byte, bool) {
-	const hex = "0123456789abcdef"
-	if !utf8.ValidString(s) {
-		return b, false
-	}
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == '\u2028' || r == '\u2029' {
-				b = append(b, s[start:i]...)
-				b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-				start = i + size
-			}
-			i += size
-			continue
-		}
-		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-			i++
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\b':
-			b = append(b, '\\', 'b')
-		case '\f':
-			b = append(b, '\\', 'f')
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-		i++
-		start = i
-	}
-	return append(append(b, s[start:]...), '"'), true
-}
 
 // appendJSONTime appends t as time.Time's MarshalJSON does for the UTC
 // times the store writes: RFC 3339 with nanoseconds, trailing zeros cut.
@@ -105,7 +55,7 @@ func (e *recordEncoder) int(k string, v int) {
 func (e *recordEncoder) str(k, v string) {
 	e.key(k)
 	var ok bool
-	e.b, ok = appendJSONString(e.b, v)
+	e.b, ok = jsonenc.AppendString(e.b, v)
 	e.ok = e.ok && ok
 }
 
@@ -130,7 +80,7 @@ func (e *recordEncoder) strs(k string, vs []string) {
 			e.b = append(e.b, ',')
 		}
 		var ok bool
-		e.b, ok = appendJSONString(e.b, v)
+		e.b, ok = jsonenc.AppendString(e.b, v)
 		e.ok = e.ok && ok
 	}
 	e.b = append(e.b, ']')
