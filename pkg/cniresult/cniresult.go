@@ -51,71 +51,32 @@ func Print(w io.Writer, r types.Result) error {
 // written in that order.
 func Marshal(r *current.Result) ([]byte, bool) {
 	e := &encoder{b: make([]byte, 0, 512)}
-	e.b = append(e.b, '{')
-	first := true
-	sep := func() {
-		if !first {
+	e.object(
+		member{"cniVersion", when(r.CNIVersion != "", func() { e.str(r.CNIVersion) })},
+		member{"dns", when(!r.DNS.IsEmpty(), func() { e.dns(&r.DNS) })},
+		member{"interfaces", when(len(r.Interfaces) > 0, func() { list(e, r.Interfaces, e.iface) })},
+		member{"ips", when(len(r.IPs) > 0, func() { list(e, r.IPs, e.ipConfig) })},
+		member{"routes", when(len(r.Routes) > 0, func() { list(e, r.Routes, e.route) })},
+	)
+	return e.b, e.ok()
+}
+
+// list writes xs as a JSON array; a nil entry (json.Marshal's null, which
+// the result's MarshalJSON carries through its maps) is left to
+// json.Marshal.
+func list[T any](e *encoder, xs []*T, write func(*T)) {
+	e.b = append(e.b, '[')
+	for i, x := range xs {
+		if x == nil {
+			e.bad = true
+			return
+		}
+		if i > 0 {
 			e.b = append(e.b, ',')
 		}
-		first = false
+		write(x)
 	}
-	if r.CNIVersion != "" {
-		sep()
-		e.key("cniVersion")
-		e.str(r.CNIVersion)
-	}
-	if !r.DNS.IsEmpty() {
-		sep()
-		e.key("dns")
-		e.dns(&r.DNS)
-	}
-	if len(r.Interfaces) > 0 {
-		sep()
-		e.key("interfaces")
-		e.b = append(e.b, '[')
-		for i, iface := range r.Interfaces {
-			if i > 0 {
-				e.b = append(e.b, ',')
-			}
-			if iface == nil {
-				return nil, false
-			}
-			e.iface(iface)
-		}
-		e.b = append(e.b, ']')
-	}
-	if len(r.IPs) > 0 {
-		sep()
-		e.key("ips")
-		e.b = append(e.b, '[')
-		for i, ipc := range r.IPs {
-			if i > 0 {
-				e.b = append(e.b, ',')
-			}
-			if ipc == nil {
-				return nil, false
-			}
-			e.ipConfig(ipc)
-		}
-		e.b = append(e.b, ']')
-	}
-	if len(r.Routes) > 0 {
-		sep()
-		e.key("routes")
-		e.b = append(e.b, '[')
-		for i, rt := range r.Routes {
-			if i > 0 {
-				e.b = append(e.b, ',')
-			}
-			if rt == nil {
-				return nil, false
-			}
-			e.route(rt)
-		}
-		e.b = append(e.b, ']')
-	}
-	e.b = append(e.b, '}')
-	return e.b, e.ok()
+	e.b = append(e.b, ']')
 }
 
 // encoder appends JSON to b; bad records what it could not encode as
