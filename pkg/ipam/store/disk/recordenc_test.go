@@ -3,6 +3,8 @@ package disk
 import (
 	"bytes"
 	"encoding/json"
+	"hash/crc32"
+	"strings"
 	"testing"
 	"time"
 )
@@ -65,4 +67,19 @@ func FuzzEncodeLease(f *testing.F) {
 			t.Errorf("\n got %s\nwant %s", got, want)
 		}
 	})
+}
+
+// TestCastagnoliTable: the store's own CRC-32C table sums as crc32's, so
+// records written before it was made here keep their checksums.
+func TestCastagnoliTable(t *testing.T) {
+	std := crc32.MakeTable(crc32.Castagnoli)
+	for _, s := range []string{"", "a", "123456789", strings.Repeat("lease record\x00", 40)} {
+		if got, want := crc32.Checksum([]byte(s), castagnoli()), crc32.Checksum([]byte(s), std); got != want {
+			t.Errorf("CRC-32C of %q: got %08x, want %08x", s, got, want)
+		}
+	}
+	// The check value of CRC-32C (RFC 3720, appendix B.4).
+	if got := crc32.Checksum([]byte("123456789"), castagnoli()); got != 0xe3069283 {
+		t.Errorf("CRC-32C check value: got %08x, want e3069283", got)
+	}
 }
