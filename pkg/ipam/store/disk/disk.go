@@ -4,7 +4,9 @@
 //
 //	lock                       flock(2) target
 //	leases/<ip>                one lease record (JSON with a CRC-32C)
-//	attach/<containerID>=<if>  the addresses of one attachment (index)
+//	attach/<containerID>=<if>  the addresses of one attachment (index); for
+//	                           an attachment's first address, a second
+//	                           name of its lease file (Store.reserveFirst)
 //	bitmap/<chunk address>     allocation bitmap, 65,536 addresses a file
 //	cursor/<range set>         last address handed out in that set
 //	quarantine/                damaged leases moved aside by fsck --repair
@@ -28,7 +30,8 @@
 // write replaces the name by rename(2), never writing through it.
 //
 // Crash safety, step by step. Reserve writes the attachment's index entry
-// first, then the lease, then the bitmap bit; Release clears the bit, then
+// first (for a first address, by linking the lease's file under the
+// entry's name before its own), then the lease, then the bitmap bit; Release clears the bit, then
 // removes the lease, then the index entry. So a crash can leave only:
 //   - an index entry naming an address whose lease does not exist or belongs
 //     to someone else. Harmless: every use of an index entry checks the
@@ -210,30 +213,15 @@ func (s *Store) writeFile(sub, name string, data []byte, durable bool) error {
 
 func (s *Store) writeFileMode(sub, name string, data []byte, durable, exclusive bool) (err error) {
 	dir := filepath.Join(s.dir, sub)
-	f, err := os.CreateTemp(dir, tempPrefix+name+"-") // mode 0600
+	tmp, err := s.writeTemp(dir, name, data, durable)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
 	defer func() {
 		if err != nil || exclusive {
 			_ = os.Remove(tmp) // best effort; fsck removes leftovers
 		}
 	}()
-	if _, err = f.Write(data); err != nil {
-		_ = f.Close() // the write error is the one to report
-		return err
-	}
-	if durable {
-		s.syncs++
-		if err = f.Sync(); err != nil {
-			_ = f.Close() // the sync error is the one to report
-			return err
-		}
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
 	final := filepath.Join(dir, name)
 	if exclusive {
 		if err = os.Link(tmp, final); errors.Is(err, fs.ErrExist) {
@@ -249,6 +237,29 @@ func (s *Store) writeFileMode(sub, name string, data []byte, durable, exclusive 
 		return s.syncDir(dir)
 	}
 	return nil
+}
+
+// writeTemp writes data to a new temporary file in dir, named after name,
+// fsyncs it if durable and returns its path. The caller links or renames
+// it into place and removes what is left; fsck removes what a crash left.
+func (s *Store) writeTemp(dir, name string, data []byte, durable bool) (tmp string, err error) {
+	f, err := os.CreateTemp(dir, tempPrefix+name+"-") // mode 0600
+	if err != nil {
+		return "", err
+	}
+	tmp = f.Name()
+	if _, err = f.Write(data); err == nil && durable {
+		s.syncs++
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp) // best effort; fsck removes leftovers
+		return "", err
+	}
+	return tmp, nil
 }
 
 func (s *Store) removeFile(sub, name string) error {
@@ -346,7 +357,10 @@ func (s *Store) Reserve(_ context.Context, l store.Lease) error {
 
 	// 1. Intent: the index entry names the address before the lease exists.
 	ips, err := s.readAttach(l.ContainerID, l.IfName)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
+		return s.reserveFirst(l, volatile)
+	}
+	if err != nil {
 		return fmt.Errorf("reserve %s: %w", l.IP, err)
 	}
 	added := !slices.Contains(ips, l.IP)
@@ -367,6 +381,50 @@ func (s *Store) Reserve(_ context.Context, l store.Lease) error {
 
 	// 3. The bitmap, only once the lease is written (durably unless
 	// volatile).
+	if err := s.setBits([]netip.Addr{l.IP}, true, volatile); err != nil {
+		return fmt.Errorf("reserve %s: %w", l.IP, err)
+	}
+	return nil
+}
+
+// reserveFirst is Reserve for an attachment that has no index entry yet,
+// the common case, in the same order with one new file instead of two:
+// the lease record is written once, to a temporary name, and hard-linked
+// first as the attachment's index entry (the intent), then as the lease
+// (create-if-absent). An index entry that is a lease record names that
+// one address (decodeAttach); a second address replaces it by an index
+// record. Creating a file is most of what the store's writes cost on a
+// filesystem that has seen many files come and go (ext4 without a
+// journal skips each inode freed in the last minutes, one by one, on
+// every creation); a link creates none.
+func (s *Store) reserveFirst(l store.Lease, volatile bool) error {
+	name, ipName := attachName(l.ContainerID, l.IfName), l.IP.String()
+	leases := filepath.Join(s.dir, leaseDir)
+	tmp, err := s.writeTemp(leases, ipName, encodeLease(l), !volatile)
+	if err != nil {
+		return s.unavailable("write lease "+ipName, err)
+	}
+	defer os.Remove(tmp) //nolint:errcheck // best effort; fsck removes leftovers
+
+	attach := filepath.Join(s.dir, attachDir)
+	if err := os.Link(tmp, filepath.Join(attach, name)); err != nil {
+		return s.unavailable("write attachment "+name, err)
+	}
+	if !volatile {
+		if err := s.syncDir(attach); err != nil {
+			return s.unavailable("write attachment "+name, err)
+		}
+	}
+	err = os.Link(tmp, filepath.Join(leases, ipName))
+	if errors.Is(err, fs.ErrExist) {
+		return s.conflict(l, nil, true, volatile)
+	}
+	if err == nil && !volatile {
+		err = s.syncDir(leases)
+	}
+	if err != nil {
+		return s.unavailable("write lease "+ipName, err)
+	}
 	if err := s.setBits([]netip.Addr{l.IP}, true, volatile); err != nil {
 		return fmt.Errorf("reserve %s: %w", l.IP, err)
 	}

@@ -116,9 +116,12 @@ func TestCorruptLeaseIsReported(t *testing.T) {
 		}
 		return nil
 	})
+	// The lease of an attachment's first address is also its index entry
+	// (one file, two names): both report the damage, and the entry's
+	// name still says whose the lease is.
 	rep := fsck(t, s, false)
-	if kinds(rep) != "corrupt-lease" {
-		t.Errorf("fsck: got %v, want one corrupt-lease", rep.Problems)
+	if kinds(rep) != "corrupt-index,corrupt-lease" {
+		t.Errorf("fsck: got %v, want corrupt-index and corrupt-lease", rep.Problems)
 	}
 	fsck(t, s, true) // c1's index entry is the sole claimant: restored for c1
 	do(t, s, func() error {
@@ -229,7 +232,13 @@ func TestDamagedIndexFallsBackToScan(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
 	do(t, s, func() error { return s.Reserve(bg, l("10.0.0.2", "c1")) })
-	if err := os.WriteFile(filepath.Join(dir, "net1", "attach", "c1=eth0"), []byte("{"), 0o600); err != nil {
+	// A new file under the entry's name: the lease, which the entry was a
+	// link to, stays whole.
+	entry := filepath.Join(dir, "net1", "attach", "c1=eth0")
+	if err := os.Remove(entry); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(entry, []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	do(t, s, func() error {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/maclan-cni/maclan/pkg/ipam/store"
@@ -48,6 +49,7 @@ func (s *Store) fsck(repair bool, ended Boot) (FsckReport, error) {
 		s: s, repair: repair, ended: ended,
 		valid: map[netip.Addr]store.Lease{}, index: map[attachment][]netip.Addr{},
 		damagedIndex: map[attachment]bool{}, claims: map[netip.Addr][]attachment{},
+		corruptFiles: map[fileID]netip.Addr{},
 	}
 	for _, step := range []func() error{
 		f.temporaries,   // leftover temporary files in every directory
@@ -77,6 +79,7 @@ type fsckRun struct {
 
 	valid        map[netip.Addr]store.Lease  // leases that decode
 	corrupt      []netip.Addr                // lease files that do not
+	corruptFiles map[fileID]netip.Addr       // ... by file, see indexEntries
 	index        map[attachment][]netip.Addr // index entries as read
 	damagedIndex map[attachment]bool         // index entries that do not decode
 	claims       map[netip.Addr][]attachment // who the index says holds each address
@@ -155,6 +158,9 @@ func (f *fsckRun) leases() error {
 			}
 		case errors.Is(err, store.ErrCorrupt):
 			f.corrupt = append(f.corrupt, ip)
+			if file, ok := fileOf(filepath.Join(s.dir, rel)); ok {
+				f.corruptFiles[file] = ip
+			}
 		default:
 			return err
 		}
@@ -188,8 +194,17 @@ func (f *fsckRun) indexEntries() error {
 		at := attachment{id, ifName}
 		ips, err := s.readAttach(id, ifName)
 		if errors.Is(err, store.ErrCorrupt) {
-			// Rebuilt by reindex from the leases.
-			f.note(Problem{Kind: "corrupt-index", Where: rel, Detail: err.Error(), Repaired: f.repair})
+			// Rebuilt by reindex from the leases. An entry that is a link
+			// to its first lease (Store.reserveFirst) shares that lease's
+			// damage, and still tells whose the lease is: by its name.
+			detail := err.Error()
+			if file, ok := fileOf(filepath.Join(s.dir, rel)); ok {
+				if ip, ok := f.corruptFiles[file]; ok {
+					f.claims[ip] = append(f.claims[ip], at)
+					detail = fmt.Sprintf("the damaged lease of %s (one file under two names), which its name claims for %s/%s", ip, id, ifName)
+				}
+			}
+			f.note(Problem{Kind: "corrupt-index", Where: rel, Detail: detail, Repaired: f.repair})
 			f.index[at] = nil
 			f.damagedIndex[at] = true
 			continue
@@ -203,6 +218,22 @@ func (f *fsckRun) indexEntries() error {
 		}
 	}
 	return nil
+}
+
+// fileID is a file as the kernel knows it, whatever its names.
+type fileID struct{ dev, ino uint64 }
+
+// fileOf identifies the file at path, without following a symbolic link.
+func fileOf(path string) (fileID, bool) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fileID{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{uint64(st.Dev), st.Ino}, true //nolint:unconvert // Dev's type differs between architectures
 }
 
 // damagedLeases rewrites a damaged lease for its sole claimant, or else

@@ -22,6 +22,10 @@ func FuzzDecodeAttach(f *testing.F) {
 		f.Add("c1", "eth0", b)
 	}
 	f.Add("c1", "eth0", []byte(`{"v":1}{"v":1}`))
+	// A lease record as the entry of an attachment's first address: its
+	// own attachment's, then another's.
+	f.Add("c1", "eth0", encodeLease(l("10.0.0.2", "c1")))
+	f.Add("c1", "eth0", encodeLease(l("10.0.0.2", "c2")))
 	f.Fuzz(func(t *testing.T, id, ifName string, data []byte) {
 		if len(data) > maxRecordSize || store.ValidateAttachment(id, ifName) != nil {
 			return // the store reads no more, and never under an invalid name

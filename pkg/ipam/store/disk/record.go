@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"bytes"
 	"fmt"
 	"hash/crc32"
 	"net/netip"
@@ -102,7 +103,8 @@ func encodeLease(l store.Lease) []byte {
 // decodeLease decodes the record stored under the file name name. It
 // accepts exactly what encodeLease writes, or a version 1 record: one JSON
 // object with no unknown fields, a valid checksum, valid names and an
-// address equal to name.
+// address equal to name, or any address if name is "" (an index entry that
+// is a lease record, see decodeAttach).
 func decodeLease(name string, data []byte) (store.Lease, error) {
 	l, _, err := decodeLeaseVersion(name, data)
 	return l, err
@@ -110,30 +112,34 @@ func decodeLease(name string, data []byte) (store.Lease, error) {
 
 // decodeLeaseVersion is decodeLease, also returning the record's version.
 func decodeLeaseVersion(name string, data []byte) (store.Lease, int, error) {
+	label := name
+	if name == "" {
+		label = "record"
+	}
 	var r leaseRecord
 	if err := store.DecodeRecord(data, &r); err != nil {
-		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", label, store.ErrCorrupt, err)
 	}
 	v1Extra := r.Host != "" || r.Boot != "" || r.Netns != "" || r.Workload != "" || r.WorkloadUID != "" || !r.Released.IsZero()
 	if r.Version != leaseVersion && (r.Version != 1 || v1Extra) {
-		return store.Lease{}, 0, fmt.Errorf("lease %s: version %d, want 1 or %d: %w", name, r.Version, leaseVersion, store.ErrCorrupt)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: version %d, want 1 or %d: %w", label, r.Version, leaseVersion, store.ErrCorrupt)
 	}
 	if r.Sum != r.sum() {
-		return store.Lease{}, 0, fmt.Errorf("lease %s: checksum mismatch: %w", name, store.ErrCorrupt)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: checksum mismatch: %w", label, store.ErrCorrupt)
 	}
 	ip, err := netip.ParseAddr(r.IP)
-	if err != nil || ip.String() != name || ip.Zone() != "" || ip.Is4In6() {
-		return store.Lease{}, 0, fmt.Errorf("lease %s: records address %q: %w", name, r.IP, store.ErrCorrupt)
+	if err != nil || (name != "" && ip.String() != name) || ip.Zone() != "" || ip.Is4In6() {
+		return store.Lease{}, 0, fmt.Errorf("lease %s: records address %q: %w", label, r.IP, store.ErrCorrupt)
 	}
 	if err := store.ValidateAttachment(r.ContainerID, r.IfName); err != nil {
-		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", label, store.ErrCorrupt, err)
 	}
 	l := store.Lease{
 		IP: ip, ContainerID: r.ContainerID, IfName: r.IfName, Created: r.Created, Conflict: r.Conflict,
 		Host: r.Host, Boot: r.Boot, Netns: r.Netns, Workload: r.Workload, WorkloadUID: r.WorkloadUID, Released: r.Released,
 	}
 	if err := l.ValidateText(); err != nil {
-		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", name, store.ErrCorrupt, err)
+		return store.Lease{}, 0, fmt.Errorf("lease %s: %w: %w", label, store.ErrCorrupt, err)
 	}
 	return l, r.Version, nil
 }
@@ -164,9 +170,24 @@ func encodeAttach(containerID, ifName string, ips []netip.Addr) []byte {
 	return r.encode()
 }
 
+// decodeAttach decodes an index entry: an index record, or a lease record
+// of the attachment, which names that one address (Store.reserveFirst
+// writes the first address of an attachment as a link to its lease). Only
+// an index record has an "ips" member; JSON escapes every quote inside a
+// string, so no value can contain the key.
 func decodeAttach(containerID, ifName string, data []byte) ([]netip.Addr, error) {
-	var r attachRecord
 	subject := attachName(containerID, ifName)
+	if !bytes.Contains(data, []byte(`"ips":`)) {
+		l, err := decodeLease("", data)
+		if err != nil {
+			return nil, fmt.Errorf("attachment %s: %w", subject, err)
+		}
+		if l.ContainerID != containerID || l.IfName != ifName {
+			return nil, fmt.Errorf("attachment %s: lease of %s names %s: %w", subject, l.IP, attachName(l.ContainerID, l.IfName), store.ErrCorrupt)
+		}
+		return []netip.Addr{l.IP}, nil
+	}
+	var r attachRecord
 	if err := store.DecodeRecord(data, &r); err != nil {
 		return nil, fmt.Errorf("attachment %s: %w: %w", subject, store.ErrCorrupt, err)
 	}
