@@ -98,7 +98,7 @@ func run(ours, ref, sizesFlag string, rounds int, work, jsonOut string, sweep in
 			id := fmt.Sprintf("bench-%d", r)
 			a := func() error {
 				// Cursor back before the leases: the walk must pass them all.
-				if err := os.RemoveAll(filepath.Join(oursDir, network, "cursor", "0")); err != nil {
+				if err := resetOursCursor(oursDir); err != nil {
 					return err
 				}
 				t1, t2, err := addDel(ours, oursDir, id, n, oursLeases(oursDir))
@@ -287,7 +287,31 @@ func markVolatileBoot(dataDir string, boot disk.Boot) error {
 }
 
 // fillOurs writes n leases through the store's bulk Import.
-func fillOurs(dataDir string, n int) error { return fillOursAs(dataDir, n, store.Lease{}) }
+func fillOurs(dataDir string, n int) error {
+	if err := fillOursAs(dataDir, n, store.Lease{}); err != nil {
+		return err
+	}
+	return resetOursCursor(dataDir)
+}
+
+// resetOursCursor puts maclan-ipam's cursor on the gateway, before the
+// first lease, as the store itself rewrites it: in place, in the file that
+// every ADD after a network's first finds there. That is what the
+// reference's reset does to its cursor file too (fillRef, and before each
+// of its ADDs). Removing the file instead, as this program did until
+// 2026-12, made every ADD of ours create a cursor file, one more new inode
+// per ADD than any ADD in use pays.
+func resetOursCursor(dataDir string) error {
+	st, err := disk.New(dataDir, network, disk.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close() //nolint:errcheck // bench setup
+	ctx := context.Background()
+	return store.WithLock(ctx, st, func() error {
+		return st.SetCursor(ctx, "0", netip.MustParseAddr("10.128.0.1"))
+	})
+}
 
 // fillOursAs is fillOurs with the lifecycle fields of stamp on every lease.
 func fillOursAs(dataDir string, n int, stamp store.Lease) error {
