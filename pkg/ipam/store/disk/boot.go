@@ -16,7 +16,7 @@ import (
 // Leases that live as long as the boot.
 //
 // Every write of the store is normally made durable before the next one
-// (fsync of the file, then of its directory), five fsyncs per ADD, which
+// (fsync of the file, then of its directory), four fsyncs per ADD, which
 // are most of an ADD's time in the IPAM. For a lease of this host and
 // boot they buy nothing when the leases of an earlier boot are released at
 // the next boot anyway and none is to become a sticky hold (the plugin's

@@ -199,47 +199,58 @@ func rangeSets(t *testing.T, prefix string) []iprange.RangeSet {
 
 // A container takes X and is deleted in boot b1, all without fsync. The
 // power cut loses the DEL's unlinks and the lease's data: X's lease comes
-// back empty, claimed by the index entry whose removal was lost. The
+// back empty, claimed by the index entry whose removal was lost: the same
+// empty file (the entry of a first address is a second name of its lease),
+// or an index record of its own (a second address, an older store). The
 // repair restores it for that claimant as a lease of the ended boot, so
 // the sweep gives it back: no DEL will come for it again.
 func TestTornLeaseOfTheEndedBootIsSwept(t *testing.T) {
-	dataDir := t.TempDir()
-	s1 := openBoot(t, dataDir, Boot{Host: "h1", ID: "b1"}, true, nil)
-	x := netip.MustParseAddr("10.0.0.2")
-	entry := filepath.Join(dataDir, "net1", attachDir, "c1=eth0")
-	var saved []byte
-	do(t, s1, func() error {
-		if err := s1.Reserve(bg, stamped(x.String(), "c1", "h1", "b1")); err != nil {
-			return err
-		}
-		saved, _ = os.ReadFile(entry)
-		_, err := s1.ReleaseByID(bg, "c1", "eth0")
-		return err
-	})
-	_ = s1.Close()
-	if err := os.WriteFile(entry, saved, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	lease := filepath.Join(dataDir, "net1", leaseDir, x.String())
-	if err := os.WriteFile(lease, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	bootTime := time.Now()
-	if err := os.Chtimes(lease, bootTime.Add(-time.Hour), bootTime.Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	for _, shared := range []bool{true, false} {
+		t.Run(map[bool]string{true: "one file", false: "an index record"}[shared], func(t *testing.T) {
+			dataDir := t.TempDir()
+			s1 := openBoot(t, dataDir, Boot{Host: "h1", ID: "b1"}, true, nil)
+			x := netip.MustParseAddr("10.0.0.2")
+			entry := filepath.Join(dataDir, "net1", attachDir, "c1=eth0")
+			do(t, s1, func() error {
+				if err := s1.Reserve(bg, stamped(x.String(), "c1", "h1", "b1")); err != nil {
+					return err
+				}
+				_, err := s1.ReleaseByID(bg, "c1", "eth0")
+				return err
+			})
+			_ = s1.Close()
+			lease := filepath.Join(dataDir, "net1", leaseDir, x.String())
+			if err := os.WriteFile(lease, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			bootTime := time.Now()
+			if err := os.Chtimes(lease, bootTime.Add(-time.Hour), bootTime.Add(-time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if shared {
+				if err := os.Link(lease, entry); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(entry, encodeAttach("c1", "eth0", []netip.Addr{x}), 0o600); err != nil {
+				t.Fatal(err)
+			}
 
-	s2 := openBoot(t, dataDir, Boot{Host: "h1", ID: "b2"}, true, nil)
-	a := allocator.New(s2, rangeSets(t, "10.0.0.0/29"), allocator.Options{Holder: store.Lease{Host: "h1", Boot: "b2"}, BootTime: bootTime})
-	if _, err := a.SweepEarlierBoots(bg); err != nil {
-		t.Fatal(err)
+			s2 := openBoot(t, dataDir, Boot{Host: "h1", ID: "b2"}, true, nil)
+			a := allocator.New(s2, rangeSets(t, "10.0.0.0/29"), allocator.Options{Holder: store.Lease{Host: "h1", Boot: "b2"}, BootTime: bootTime})
+			if _, err := a.SweepEarlierBoots(bg); err != nil {
+				t.Fatal(err)
+			}
+			do(t, s2, func() error {
+				if le, err := s2.Get(bg, x); err == nil {
+					t.Errorf("after the repair and the sweep %s is still held by %s (host %q, boot %q)", x, le.ContainerID, le.Host, le.Boot)
+				}
+				return nil
+			})
+			if rep := fsck(t, s2, false); len(rep.Problems) != 0 {
+				t.Errorf("fsck after the sweep: %v", rep.Problems)
+			}
+		})
 	}
-	do(t, s2, func() error {
-		if le, err := s2.Get(bg, x); err == nil {
-			t.Errorf("after the repair and the sweep %s is still held by %s (host %q, boot %q)", x, le.ContainerID, le.Host, le.Boot)
-		}
-		return nil
-	})
 }
 
 // A repair that cannot finish is logged and the store used as it is: its

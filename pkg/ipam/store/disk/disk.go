@@ -407,13 +407,12 @@ func (s *Store) reserveFirst(l store.Lease, volatile bool) error {
 	defer os.Remove(tmp) //nolint:errcheck // best effort; fsck removes leftovers
 
 	attach := filepath.Join(s.dir, attachDir)
-	if err := os.Link(tmp, filepath.Join(attach, name)); err != nil {
-		return s.unavailable("write attachment "+name, err)
+	err = os.Link(tmp, filepath.Join(attach, name))
+	if err == nil && !volatile {
+		err = s.syncDir(attach)
 	}
-	if !volatile {
-		if err := s.syncDir(attach); err != nil {
-			return s.unavailable("write attachment "+name, err)
-		}
+	if err != nil {
+		return fmt.Errorf("reserve %s: %w", l.IP, s.unavailable("write attachment "+name, err))
 	}
 	err = os.Link(tmp, filepath.Join(leases, ipName))
 	if errors.Is(err, fs.ErrExist) {

@@ -228,6 +228,47 @@ func TestOrphanLeaseRepaired(t *testing.T) {
 	})
 }
 
+// fsck --repair killed while restoring a damaged lease for its sole
+// claimant leaves the damaged lease where it was (and a copy in
+// quarantine/), never the address without a lease: the next repair
+// restores it, and the address is not handed out meanwhile.
+func TestRestoreKilledHalfwayKeepsTheAddress(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	do(t, s, func() error { return s.Reserve(bg, l("10.0.0.2", "c1")) })
+	rel := filepath.Join(leaseDir, "10.0.0.2")
+	f, err := os.OpenFile(filepath.Join(dir, "net1", rel), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("X"), 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The repair's first step, then the kill.
+	do(t, s, func() error { return s.quarantineCopy(rel) })
+	do(t, s, func() error {
+		if err := s.Reserve(bg, l("10.0.0.2", "c2")); !errors.Is(err, store.ErrReserved) {
+			t.Errorf("Reserve of the address after the kill: got %v, want ErrReserved", err)
+		}
+		return nil
+	})
+	fsck(t, s, true)
+	do(t, s, func() error {
+		got, err := s.Get(bg, netip.MustParseAddr("10.0.0.2"))
+		if err != nil || got.ContainerID != "c1" {
+			t.Errorf("after the next repair: got %+v, %v; want c1's lease", got, err)
+		}
+		return nil
+	})
+	q, err := os.ReadDir(filepath.Join(dir, "net1", quarantineDir))
+	if err != nil || len(q) != 2 {
+		t.Errorf("quarantine/: %d files (%v), want the damaged record kept by each repair", len(q), err)
+	}
+}
+
 func TestDamagedIndexFallsBackToScan(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)

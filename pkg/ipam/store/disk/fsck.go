@@ -252,10 +252,13 @@ func (f *fsckRun) damagedLeases() error {
 				}
 			}
 			if err := f.fix(Problem{Kind: "corrupt-lease", Where: rel, Detail: fmt.Sprintf("damaged; rewritten for its sole claimant %s/%s", l.ContainerID, l.IfName)}, func() error {
-				if err := s.quarantine(rel); err != nil {
+				// A copy kept, then the record replaced in one rename: the
+				// address never has no lease, so a repair killed half-way
+				// cannot free it (the next one does the same again).
+				if err := s.quarantineCopy(rel); err != nil {
 					return err
 				}
-				return s.writeFileMode(leaseDir, ip.String(), encodeLease(l), true, true)
+				return s.writeFileMode(leaseDir, ip.String(), encodeLease(l), true, false)
 			}); err != nil {
 				return err
 			}
@@ -446,13 +449,34 @@ func (f *fsckRun) cursors() error {
 // quarantine moves a file (path relative to the store) to quarantine/,
 // keeping it for inspection.
 func (s *Store) quarantine(rel string) error {
-	qdir := filepath.Join(s.dir, quarantineDir)
-	if err := safefs.MkdirAll(qdir, 0o700); err != nil {
+	dst, err := s.quarantineName(rel)
+	if err != nil {
 		return err
 	}
-	dst := filepath.Join(qdir, fmt.Sprintf("%s.%d", strings.ReplaceAll(rel, "/", "_"), time.Now().UnixNano()))
 	if err := os.Rename(filepath.Join(s.dir, rel), dst); err != nil {
 		return err
 	}
 	return s.syncDir(filepath.Dir(filepath.Join(s.dir, rel)))
+}
+
+// quarantineCopy puts a second name of the file rel in quarantine/ and
+// leaves rel in place, for the caller to replace.
+func (s *Store) quarantineCopy(rel string) error {
+	dst, err := s.quarantineName(rel)
+	if err != nil {
+		return err
+	}
+	if err := os.Link(filepath.Join(s.dir, rel), dst); err != nil {
+		return err
+	}
+	return s.syncDir(filepath.Dir(dst))
+}
+
+// quarantineName makes quarantine/ if needed and names rel's place there.
+func (s *Store) quarantineName(rel string) (string, error) {
+	qdir := filepath.Join(s.dir, quarantineDir)
+	if err := safefs.MkdirAll(qdir, 0o700); err != nil {
+		return "", err
+	}
+	return filepath.Join(qdir, fmt.Sprintf("%s.%d", strings.ReplaceAll(rel, "/", "_"), time.Now().UnixNano())), nil
 }

@@ -114,7 +114,7 @@ func decodeLease(name string, data []byte) (store.Lease, error) {
 func decodeLeaseVersion(name string, data []byte) (store.Lease, int, error) {
 	label := name
 	if name == "" {
-		label = "record"
+		label = "(index entry)"
 	}
 	var r leaseRecord
 	if err := store.DecodeRecord(data, &r); err != nil {
