@@ -145,14 +145,10 @@ func when(cond bool, write func()) func() {
 }
 
 func (e *encoder) strs(vs []string) {
-	e.b = append(e.b, '[')
-	for i, v := range vs {
-		if i > 0 {
-			e.b = append(e.b, ',')
-		}
-		e.str(v)
+	var ok bool
+	if e.b, ok = jsonenc.AppendStrings(e.b, vs); !ok {
+		e.bad = true
 	}
-	e.b = append(e.b, ']')
 }
 
 func (e *encoder) dns(d *types.DNS) {

@@ -57,3 +57,19 @@ func AppendString(b []byte, s string) ([]byte, bool) {
 	}
 	return append(append(b, s[start:]...), '"'), true
 }
+
+// AppendStrings appends vs as a JSON array of strings, each as
+// AppendString writes it. It reports false if any is not valid UTF-8.
+func AppendStrings(b []byte, vs []string) ([]byte, bool) {
+	b = append(b, '[')
+	all := true
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var ok bool
+		b, ok = AppendString(b, v)
+		all = all && ok
+	}
+	return append(b, ']'), all
+}

@@ -222,7 +222,15 @@ func (s *Store) writeFileMode(sub, name string, data []byte, durable, exclusive 
 			_ = os.Remove(tmp) // best effort; fsck removes leftovers
 		}
 	}()
+	return s.place(tmp, dir, name, durable, exclusive)
+}
+
+// place gives the written temporary file tmp the name dir/name: by rename,
+// or when exclusive by link, failing with errExist if the name exists;
+// then fsyncs dir if durable.
+func (s *Store) place(tmp, dir, name string, durable, exclusive bool) error {
 	final := filepath.Join(dir, name)
+	var err error
 	if exclusive {
 		if err = os.Link(tmp, final); errors.Is(err, fs.ErrExist) {
 			return errExist
@@ -230,13 +238,10 @@ func (s *Store) writeFileMode(sub, name string, data []byte, durable, exclusive 
 	} else {
 		err = os.Rename(tmp, final)
 	}
-	if err != nil {
-		return err
+	if err == nil && durable {
+		err = s.syncDir(dir)
 	}
-	if durable {
-		return s.syncDir(dir)
-	}
-	return nil
+	return err
 }
 
 // writeTemp writes data to a new temporary file in dir, named after name,
@@ -406,20 +411,12 @@ func (s *Store) reserveFirst(l store.Lease, volatile bool) error {
 	}
 	defer os.Remove(tmp) //nolint:errcheck // best effort; fsck removes leftovers
 
-	attach := filepath.Join(s.dir, attachDir)
-	err = os.Link(tmp, filepath.Join(attach, name))
-	if err == nil && !volatile {
-		err = s.syncDir(attach)
-	}
-	if err != nil {
+	if err := s.place(tmp, filepath.Join(s.dir, attachDir), name, !volatile, true); err != nil {
 		return fmt.Errorf("reserve %s: %w", l.IP, s.unavailable("write attachment "+name, err))
 	}
-	err = os.Link(tmp, filepath.Join(leases, ipName))
-	if errors.Is(err, fs.ErrExist) {
+	err = s.place(tmp, leases, ipName, !volatile, true)
+	if errors.Is(err, errExist) {
 		return s.conflict(l, nil, true, volatile)
-	}
-	if err == nil && !volatile {
-		err = s.syncDir(leases)
 	}
 	if err != nil {
 		return s.unavailable("write lease "+ipName, err)

@@ -74,16 +74,9 @@ func (e *recordEncoder) time(k string, t time.Time) {
 
 func (e *recordEncoder) strs(k string, vs []string) {
 	e.key(k)
-	e.b = append(e.b, '[')
-	for i, v := range vs {
-		if i > 0 {
-			e.b = append(e.b, ',')
-		}
-		var ok bool
-		e.b, ok = jsonenc.AppendString(e.b, v)
-		e.ok = e.ok && ok
-	}
-	e.b = append(e.b, ']')
+	var ok bool
+	e.b, ok = jsonenc.AppendStrings(e.b, vs)
+	e.ok = e.ok && ok
 }
 
 // done ends the object and the line; v is what json.Marshal encodes when
